@@ -1,0 +1,1 @@
+"""The hold-risk engine (pure) and the notifiers."""

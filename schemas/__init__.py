@@ -1,0 +1,1 @@
+"""The wire contract: pydantic models (one source of truth), decode, dead letters, event logs."""

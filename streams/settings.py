@@ -1,0 +1,94 @@
+"""One frozen settings object, built at the entry point from `HOLDWATCH_*` variables.
+
+Nothing here is read at import time: `Settings()` reads the environment when called.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alerting.engine.config import Thresholds
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "holdwatch"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOLDWATCH_", frozen=True, extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="bootstrap servers of an existing cluster; unset = the local broker",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    topic_emanifest: str = "emanifest.events"
+    topic_rns: str = "rns.events"
+    topic_carm: str = "carm.readiness"
+    topic_alerts: str = "holdwatch.alerts"
+    topic_deadletter: str = "holdwatch.deadletter"
+    partitions: int = Field(default=6, ge=1, description="partitions of every topic (inputs must match)")
+    replication_factor: int = Field(default=1, ge=1)
+
+    # --- local broker ----------------------------------------------------------
+    kafka_version: str = "3.9.2"
+    home: Path = Field(default_factory=_default_home, description="cache for broker jars, broker data, state")
+
+    # --- worker ----------------------------------------------------------------
+    app_id: str = "holdwatch"
+    clock: Literal["wall", "event"] = "wall"
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    state_dir: Path | None = None
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+
+    # --- Slack -----------------------------------------------------------------
+    slack_token: SecretStr | None = None
+    slack_base_url: str = "https://slack.com/api/"
+    slack_channel: str = "#dispatch"
+    slack_routing_file: Path | None = None
+    slack_critical_mention: str | None = Field(default=None, description="user group id, e.g. S0123ABC")
+    slack_min_interval_s: float = Field(default=1.0, ge=0)
+    storm_threshold: int = Field(default=10, ge=2)
+    storm_window_s: float = Field(default=120.0, gt=0)
+
+    # --- rules (rules.md defaults) -----------------------------------------------
+    rule_pars_warning_min: float = 120
+    rule_emanifest_deadline_min: float = 60
+    rule_pars_critical_min: float = 30
+    rule_release_grace_min: float = 30
+    rule_login_dormant_days: float = 180
+    rule_minimum_security_cad: float = 5000
+    rule_surety_ratio: float = 0.5
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            pars_warning_before_eta=timedelta(minutes=self.rule_pars_warning_min),
+            emanifest_deadline_before_eta=timedelta(minutes=self.rule_emanifest_deadline_min),
+            pars_critical_before_eta=timedelta(minutes=self.rule_pars_critical_min),
+            release_grace_after_arrival=timedelta(minutes=self.rule_release_grace_min),
+            login_dormant_after=timedelta(days=self.rule_login_dormant_days),
+            minimum_security_cad=self.rule_minimum_security_cad,
+            surety_ratio=self.rule_surety_ratio,
+        )
+
+    def topic_names(self) -> dict[str, str]:
+        return {
+            "emanifest": self.topic_emanifest,
+            "rns": self.topic_rns,
+            "carm": self.topic_carm,
+            "alerts": self.topic_alerts,
+            "deadletter": self.topic_deadletter,
+        }
