@@ -1,0 +1,162 @@
+"""The one place that turns `Settings` into Kafka client configs (kafka-python, aiokafka, Faust).
+
+Why one place: the bootstrap address and the security settings (PLAINTEXT, SSL, SASL_PLAINTEXT,
+SASL_SSL) must mean the same thing to every client. The returned dicts hold the SASL password in
+clear (the clients need it) but never show it: their repr/str mask secrets.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from streams.broker import running_broker
+from streams.settings import Settings
+
+SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "password"})
+_MASK = "**********"
+
+
+class KafkaConfigError(ValueError):
+    """The settings do not describe a reachable, consistent Kafka connection."""
+
+
+class ClientConfig(dict[str, Any]):
+    """A plain dict of client keyword arguments whose repr/str never show a secret."""
+
+    def __repr__(self) -> str:
+        shown = {
+            key: (_MASK if key in SECRET_KEYS and value is not None else value) for key, value in self.items()
+        }
+        return f"ClientConfig({shown!r})"
+
+    __str__ = __repr__
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """HOLDWATCH_KAFKA_BOOTSTRAP if set, else the running local broker, else a clear error."""
+    if settings.kafka_bootstrap:
+        servers = [part.strip() for part in settings.kafka_bootstrap.split(",") if part.strip()]
+        if not servers:
+            raise KafkaConfigError("HOLDWATCH_KAFKA_BOOTSTRAP is empty; expected host:port[,host:port]")
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise KafkaConfigError(
+                    f"HOLDWATCH_KAFKA_BOOTSTRAP has {server!r}; expected host:port[,host:port]"
+                )
+        return ",".join(servers)
+    state = running_broker(settings.home)
+    if state is not None:
+        return state.bootstrap
+    raise KafkaConfigError(
+        "no Kafka broker: set HOLDWATCH_KAFKA_BOOTSTRAP=host:port for an existing cluster, "
+        "or run `holdwatch broker start` for a local one"
+    )
+
+
+def _sasl_credentials(settings: Settings) -> tuple[str, str]:
+    username = settings.kafka_sasl_username
+    password = settings.kafka_sasl_password
+    if not username or password is None:
+        raise KafkaConfigError(
+            f"HOLDWATCH_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+            "HOLDWATCH_KAFKA_SASL_USERNAME and HOLDWATCH_KAFKA_SASL_PASSWORD"
+        )
+    return username, password.get_secret_value()
+
+
+def uses_ssl(settings: Settings) -> bool:
+    return settings.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+
+def uses_sasl(settings: Settings) -> bool:
+    return settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """A verifying TLS context from the CA/cert/key files; None unless the protocol uses TLS."""
+    if not uses_ssl(settings):
+        return None
+    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+        raise KafkaConfigError(
+            "set both HOLDWATCH_KAFKA_SSL_CERTFILE and HOLDWATCH_KAFKA_SSL_KEYFILE, or neither"
+        )
+    cafile = settings.kafka_ssl_cafile
+    for label, path in (
+        ("CAFILE", cafile),
+        ("CERTFILE", settings.kafka_ssl_certfile),
+        ("KEYFILE", settings.kafka_ssl_keyfile),
+    ):
+        if path is not None and not path.is_file():
+            raise KafkaConfigError(f"HOLDWATCH_KAFKA_SSL_{label}={path} is not a readable file")
+    try:
+        context = ssl.create_default_context(
+            purpose=ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None
+        )
+        if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
+            context.load_cert_chain(str(settings.kafka_ssl_certfile), str(settings.kafka_ssl_keyfile))
+    except (ssl.SSLError, OSError) as exc:
+        raise KafkaConfigError(
+            f"cannot build the TLS context from the HOLDWATCH_KAFKA_SSL_* files: {exc}"
+        ) from exc
+    return context
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    """Keys that kafka-python and aiokafka name the same way."""
+    config: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if uses_sasl(settings):
+        username, password = _sasl_credentials(settings)
+        config.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=username,
+            sasl_plain_password=password,
+        )
+    return config
+
+
+def kafka_python_config(settings: Settings) -> ClientConfig:
+    """Keyword arguments for kafka-python's KafkaProducer/KafkaConsumer/KafkaAdminClient."""
+    config = ClientConfig(bootstrap_servers=resolve_bootstrap(settings), **_security(settings))
+    if uses_ssl(settings):
+        ssl_context(settings)  # validate the files up front with a clear error
+        config.update(
+            ssl_check_hostname=True,
+            ssl_cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            ssl_certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            ssl_keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    return config
+
+
+def aiokafka_config(settings: Settings) -> ClientConfig:
+    """Keyword arguments for aiokafka's AIOKafkaProducer/AIOKafkaConsumer."""
+    config = ClientConfig(bootstrap_servers=resolve_bootstrap(settings), **_security(settings))
+    context = ssl_context(settings)
+    if context is not None:
+        config["ssl_context"] = context
+    return config
+
+
+def faust_broker_settings(settings: Settings) -> ClientConfig:
+    """`broker` and `broker_credentials` for `faust.App(...)`."""
+    import faust  # imported here: Faust is heavy and not every command needs it
+
+    servers = resolve_bootstrap(settings).split(",")
+    credentials: Any = None
+    context = ssl_context(settings)
+    if uses_sasl(settings):
+        username, password = _sasl_credentials(settings)
+        credentials = faust.SASLCredentials(
+            username=username,
+            password=password,
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    elif context is not None:
+        credentials = faust.SSLCredentials(context)
+    return ClientConfig(
+        broker=";".join(f"kafka://{server}" for server in servers),
+        broker_credentials=credentials,
+    )
