@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
+from pydantic import SecretStr
 
 from streams.admin import co_partitioning_problems, ensure_topics
 from streams.broker import LocalBroker, pid_alive
@@ -147,7 +148,7 @@ def _sasl_settings(sasl: SaslKafka, password: str) -> Settings:
         kafka_security_protocol="SASL_PLAINTEXT",
         kafka_sasl_mechanism="PLAIN",
         kafka_sasl_username=sasl.username,
-        kafka_sasl_password=password,  # type: ignore[arg-type]  # pydantic coerces to SecretStr
+        kafka_sasl_password=SecretStr(password),
     )
 
 
