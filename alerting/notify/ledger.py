@@ -1,0 +1,182 @@
+"""The notifier's durable memory: per lifecycle, what Slack already shows (ts, seq) and what is owed.
+
+One entry per key: an alert lifecycle (key = alert_id) or a storm digest (key = `digest:...`).
+The shell keeps it in a compacted topic; `put` queues an entry, `flush` makes every queued entry
+durable. The consumer flushes before it commits input offsets, so an accepted alert event (and
+whatever Slack ts is known) survives a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.alerts import AlertEvent
+
+DIGEST_PREFIX = "digest:"
+
+
+class Ledger(Protocol):
+    async def put(self, key: str, entry: Mapping[str, Any] | None) -> None:
+        """Queue `entry` (None deletes). Not durable until `flush` returns."""
+        ...
+
+    async def flush(self) -> None: ...
+
+
+class LedgerError(ValueError):
+    """A ledger entry that cannot be read back."""
+
+
+@dataclass
+class AlertRecord:
+    """One lifecycle: the newest accepted event (desired state) and what Slack shows."""
+
+    alert_id: str
+    channel: str
+    latest: AlertEvent
+    partition: int | None = None
+    channel_id: str | None = None
+    ts: str | None = None
+    shown_seq: int = 0
+    shown_fp: str | None = None
+    owed: list[str] = field(default_factory=list)  # thread replies still to post, e.g. "escalation:3"
+    intent: str | None = None  # a post that may have reached Slack: look for it before posting again
+    intent_at: float | None = None  # wall-clock epoch seconds of that attempt
+    digest: str | None = None  # grouped into this storm digest instead of its own message
+    silent: bool = False  # first seen already resolved: nothing to show
+    text_only: bool = False  # Slack rejected our blocks once: send the fallback text only
+
+    def to_entry(self) -> dict[str, Any]:
+        return {
+            "kind": "alert",
+            "alert_id": self.alert_id,
+            "channel": self.channel,
+            "partition": self.partition,
+            "channel_id": self.channel_id,
+            "ts": self.ts,
+            "shown_seq": self.shown_seq,
+            "shown_fp": self.shown_fp,
+            "owed": list(self.owed),
+            "intent": self.intent,
+            "intent_at": self.intent_at,
+            "digest": self.digest,
+            "silent": self.silent,
+            "text_only": self.text_only,
+            "latest": self.latest.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> AlertRecord:
+        try:
+            latest = AlertEvent.model_validate_json(json.dumps(entry["latest"]))
+            return cls(
+                alert_id=str(entry["alert_id"]),
+                channel=str(entry["channel"]),
+                latest=latest,
+                partition=entry.get("partition"),
+                channel_id=entry.get("channel_id"),
+                ts=entry.get("ts"),
+                shown_seq=int(entry.get("shown_seq", 0)),
+                shown_fp=entry.get("shown_fp"),
+                owed=[str(k) for k in entry.get("owed", [])],
+                intent=entry.get("intent"),
+                intent_at=entry.get("intent_at"),
+                digest=entry.get("digest"),
+                silent=bool(entry.get("silent", False)),
+                text_only=bool(entry.get("text_only", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerError(f"unreadable alert ledger entry: {exc}") from exc
+
+    @property
+    def settled(self) -> bool:
+        """Slack shows the latest state and owes nothing (or the lifecycle lives in a digest)."""
+        if self.digest is not None or self.silent:
+            return True
+        return self.ts is not None and self.shown_seq >= self.latest.seq and not self.owed
+
+
+@dataclass
+class DigestRecord:
+    """One storm digest: a single message listing every lifecycle grouped into it."""
+
+    digest_id: str
+    channel: str
+    members: list[str] = field(default_factory=list)
+    channel_id: str | None = None
+    ts: str | None = None
+    shown_fp: str | None = None
+    intent: str | None = None
+    intent_at: float | None = None
+    started_wall: float = 0.0
+
+    def to_entry(self) -> dict[str, Any]:
+        return {
+            "kind": "digest",
+            "digest_id": self.digest_id,
+            "channel": self.channel,
+            "members": list(self.members),
+            "channel_id": self.channel_id,
+            "ts": self.ts,
+            "shown_fp": self.shown_fp,
+            "intent": self.intent,
+            "intent_at": self.intent_at,
+            "started_wall": self.started_wall,
+        }
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> DigestRecord:
+        try:
+            return cls(
+                digest_id=str(entry["digest_id"]),
+                channel=str(entry["channel"]),
+                members=[str(m) for m in entry.get("members", [])],
+                channel_id=entry.get("channel_id"),
+                ts=entry.get("ts"),
+                shown_fp=entry.get("shown_fp"),
+                intent=entry.get("intent"),
+                intent_at=entry.get("intent_at"),
+                started_wall=float(entry.get("started_wall", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerError(f"unreadable digest ledger entry: {exc}") from exc
+
+
+def encode_entry(entry: Mapping[str, Any] | None) -> bytes | None:
+    return None if entry is None else json.dumps(entry, separators=(",", ":")).encode()
+
+
+def decode_entry(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LedgerError(f"ledger entry is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise LedgerError("ledger entry is not a JSON object")
+    return value
+
+
+class MemoryLedger:
+    """A ledger that survives only as long as this object: tests, console mode, benchmarks."""
+
+    def __init__(self, entries: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.entries: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (entries or {}).items()}
+        self.durable: dict[str, dict[str, Any]] = dict(self.entries)
+        self.puts = 0
+        self.flushes = 0
+
+    async def put(self, key: str, entry: Mapping[str, Any] | None) -> None:
+        self.puts += 1
+        if entry is None:
+            self.entries.pop(key, None)
+        else:
+            self.entries[key] = dict(entry)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        self.durable = {k: dict(v) for k, v in self.entries.items()}

@@ -1,0 +1,320 @@
+"""Alert events → what a dispatcher reads: Slack Block Kit, a plain-text fallback, console text.
+
+Two steps so Slack and the console show the same content: `alert_card` turns an event into a
+neutral card of raw strings; `card_to_slack` escapes and lays it out within Block Kit limits,
+`card_to_console` prints it. Every piece of data is escaped (`&`, `<`, `>`) so nothing from a
+manifest can ping `@channel`, mention a user or hide a link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from schemas.alerts import AlertEvent, ReasonDetail
+
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_FIELD_TEXT = 2000
+MAX_FIELDS = 10
+MAX_FALLBACK_TEXT = 3000
+MAX_CONTEXT_TEXT = 2000
+
+SEVERITY_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:"}
+RESOLVED_EMOJI = ":white_check_mark:"
+OUTCOME_WORDS = {
+    "released": "released by CBSA",
+    "cleared": "cleared: no longer at risk",
+    "cancelled": "cancelled",
+}
+
+_BROADCAST_WORD = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
+_SUBTEAM_ID = re.compile(r"^[A-Z0-9]{2,32}$")
+
+
+# --- escaping ------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Make untrusted text inert in Slack mrkdwn: no mentions, links, or broadcast words."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # Slack only pings for `<!channel>` (now impossible) or with link_names; a word joiner
+    # keeps a literal "@channel" from ever becoming one if a workspace turns parsing on.
+    return _BROADCAST_WORD.sub(lambda m: "@\u2060" + m.group(1), escaped)
+
+
+def fit(escaped: str, limit: int) -> str:
+    """Truncate already-escaped text to `limit` characters without cutting an entity in half."""
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def subteam_mention(group_id: str | None) -> str | None:
+    """`<!subteam^ID>` for a configured user group, or None if unset or malformed."""
+    if group_id is None or not _SUBTEAM_ID.match(group_id):
+        return None
+    return f"<!subteam^{group_id}>"
+
+
+# --- ports -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    code: str
+    name: str | None
+    tz: tzinfo
+
+
+def port_info(code: str | None) -> PortInfo | None:
+    """Name and time zone of a CBSA office; the code alone (UTC) when `schemas.ports` lacks it."""
+    if code is None:
+        return None
+    name: str | None = None
+    zone: tzinfo = UTC
+    try:
+        ports = getattr(importlib.import_module("schemas.ports"), "PORTS", {})
+    except ImportError:
+        ports = {}
+    port = ports.get(code) if isinstance(ports, dict) else None
+    if port is not None:
+        name = getattr(port, "name", None)
+        tz_name = getattr(port, "tz", None)
+        if isinstance(tz_name, str):
+            try:
+                zone = ZoneInfo(tz_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                zone = UTC
+    return PortInfo(code=code, name=name, tz=zone)
+
+
+def port_label(port: PortInfo | None) -> str:
+    if port is None:
+        return "port unknown"
+    return f"{port.name} ({port.code})" if port.name else port.code
+
+
+def local_time(at: datetime, zone: tzinfo) -> str:
+    return at.astimezone(zone).strftime("%a %d %b %H:%M %Z")
+
+
+def minutes_left(eta: datetime, at: datetime) -> str:
+    minutes = round((eta - at).total_seconds() / 60)
+    span = abs(minutes)
+    words = f"{span} min" if span < 120 else f"{span // 60} h {span % 60:02d} min"
+    return f"{words} left" if minutes >= 0 else f"{words} past ETA"
+
+
+# --- the neutral card ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reason:
+    severity: str
+    summary: str
+    action: str
+    call: str | None
+
+
+@dataclass(frozen=True)
+class AlertCard:
+    """Raw (unescaped) content shared by Slack and the console."""
+
+    emoji: str
+    title: str
+    facts: tuple[tuple[str, str], ...]
+    reasons: tuple[Reason, ...]
+    footer: str
+    severity: str | None
+    resolved: bool
+    summary: str = field(default="")
+
+
+def _reasons(alert: AlertEvent) -> tuple[Reason, ...]:
+    by_code: dict[str, ReasonDetail] = {d.code: d for d in alert.details}
+    out: list[Reason] = []
+    for code in alert.reasons:
+        d = by_code.get(code)
+        if d is None:
+            out.append(Reason(alert.severity or "warning", code, "See holdwatch for details.", None))
+        else:
+            out.append(Reason(d.severity, d.summary, d.action, d.call))
+    return tuple(out)
+
+
+def alert_card(alert: AlertEvent) -> AlertCard:
+    port = port_info(alert.port_of_entry)
+    zone = port.tz if port is not None else UTC
+    load = alert.load_ref or alert.ccn
+    resolved = alert.action == "resolved"
+    if resolved:
+        emoji = RESOLVED_EMOJI
+        outcome = OUTCOME_WORDS.get(alert.outcome or "", alert.outcome or "resolved")
+        title = f"Resolved: load {load} {outcome}"
+    else:
+        severity = alert.severity or "warning"
+        emoji = SEVERITY_EMOJI.get(severity, ":warning:")
+        title = f"{severity.upper()}: load {load} at risk of a border hold"
+    facts: list[tuple[str, str]] = [
+        ("Load", load),
+        ("CCN", alert.ccn),
+        ("Port", port_label(port)),
+    ]
+    if alert.eta is not None:
+        facts.append(("ETA", f"{local_time(alert.eta, zone)} ({minutes_left(alert.eta, alert.at)})"))
+    importer = alert.importer_name or alert.importer_bn
+    if importer:
+        contact = alert.importer_contact
+        bits = [p for p in (contact.name, contact.phone, contact.email) if p] if contact else []
+        facts.append(("Importer", importer + (f" · {', '.join(bits)}" if bits else "")))
+    broker = alert.broker_name or alert.broker_code
+    if alert.broker_name and alert.broker_code:
+        broker = f"{alert.broker_name} ({alert.broker_code})"
+    facts.append(("Broker", broker or "none named"))
+    if alert.dispatch_team:
+        facts.append(("Team", alert.dispatch_team))
+    footer = f"First raised {local_time(alert.first_raised_at, zone)} · as of {local_time(alert.at, zone)}"
+    reasons = () if resolved else _reasons(alert)
+    top = reasons[0].summary if reasons else ""
+    summary = f"{title} · CCN {alert.ccn} · {port_label(port)}"
+    if alert.eta is not None:
+        summary += f" · ETA {local_time(alert.eta, zone)} ({minutes_left(alert.eta, alert.at)})"
+    if top:
+        summary += f" · {top}"
+    return AlertCard(
+        emoji=emoji,
+        title=title,
+        facts=tuple(facts),
+        reasons=reasons,
+        footer=footer,
+        severity=None if resolved else (alert.severity or "warning"),
+        resolved=resolved,
+        summary=summary,
+    )
+
+
+# --- Slack -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """A message ready for chat.postMessage / chat.update: fallback text plus blocks."""
+
+    text: str
+    blocks: tuple[dict[str, Any], ...] = ()
+    plain: str = ""  # the same content for the console sink (not sent to Slack)
+
+    def fingerprint(self) -> str:
+        """Stable digest of the content, to skip an edit that would change nothing."""
+        raw = json.dumps({"t": self.text, "b": self.blocks}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": fit(text, MAX_SECTION_TEXT)}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": fit(text, MAX_CONTEXT_TEXT)}]}
+
+
+def reason_text(reason: Reason) -> str:
+    """One reason as escaped mrkdwn: what is wrong, what to do, whom to call."""
+    emoji = SEVERITY_EMOJI.get(reason.severity, ":warning:")
+    lines = [f"{emoji} *{escape(reason.summary)}*", f"*Do:* {escape(reason.action)}"]
+    if reason.call:
+        lines.append(f"*Call:* {escape(reason.call)}")
+    return "\n".join(lines)
+
+
+def card_to_slack(card: AlertCard, *, mention: str | None = None) -> SlackMessage:
+    """Block Kit within limits (≤ 50 blocks, ≤ 3000 chars a section) plus the fallback text."""
+    head = f"{card.emoji} *{escape(card.title)}*"
+    if mention and card.severity == "critical":
+        head += f" {mention}"
+    blocks: list[dict[str, Any]] = [_section(head)]
+    fields = [
+        {"type": "mrkdwn", "text": fit(f"*{label}*\n{escape(value)}", MAX_FIELD_TEXT)}
+        for label, value in card.facts[:MAX_FIELDS]
+    ]
+    blocks.append({"type": "section", "fields": fields})
+    blocks.append({"type": "divider"})
+    room = MAX_BLOCKS - len(blocks) - 2  # keep room for the overflow note and the footer
+    shown = card.reasons if len(card.reasons) <= room else card.reasons[: room - 1]
+    blocks.extend(_section(reason_text(r)) for r in shown)
+    hidden = len(card.reasons) - len(shown)
+    if hidden:
+        blocks.append(_section(f"…and {hidden} more reason{'s' if hidden > 1 else ''} (see holdwatch)"))
+    if card.resolved:
+        blocks.append(_section("No active reasons."))
+    blocks.append(_context(escape(card.footer)))
+    text = fit(escape(card.summary), MAX_FALLBACK_TEXT)
+    if mention and card.severity == "critical":
+        text = f"{mention} {text}"
+    return SlackMessage(text=text, blocks=tuple(blocks), plain=card_to_console(card))
+
+
+def render_alert(alert: AlertEvent, *, mention: str | None = None) -> SlackMessage:
+    """The one living message of a lifecycle, as it should look for this event."""
+    return card_to_slack(alert_card(alert), mention=mention)
+
+
+def render_escalation(alert: AlertEvent, *, mention: str | None = None) -> SlackMessage:
+    """Thread reply when a lifecycle escalates (warning → critical)."""
+    card = alert_card(alert)
+    head = f"{SEVERITY_EMOJI['critical']} *Escalated to CRITICAL*"
+    if mention:
+        head += f" {mention}"
+    blocks: list[dict[str, Any]] = [_section(head)]
+    room = MAX_BLOCKS - 2
+    blocks.extend(_section(reason_text(r)) for r in card.reasons[:room])
+    blocks.append(_context(escape(card.footer)))
+    text = fit(f"Escalated to CRITICAL: {escape(card.summary)}", MAX_FALLBACK_TEXT)
+    if mention:
+        text = f"{mention} {text}"
+    return SlackMessage(
+        text=text, blocks=tuple(blocks), plain="ESCALATED to CRITICAL\n" + card_to_console(card)
+    )
+
+
+def render_resolution(alert: AlertEvent) -> SlackMessage:
+    """Final thread reply (broadcast to the channel) when a lifecycle ends."""
+    card = alert_card(alert)
+    text = fit(f"{RESOLVED_EMOJI} {escape(card.title)}", MAX_FALLBACK_TEXT)
+    blocks = (_section(text), _context(escape(card.footer)))
+    return SlackMessage(text=text, blocks=blocks, plain=f"{card.title}\n  {card.footer}")
+
+
+def render_test_message(channel: str) -> SlackMessage:
+    text = f":wave: holdwatch can post to {escape(channel)}. This is a configuration test."
+    return SlackMessage(
+        text=text, blocks=(_section(text),), plain=f"holdwatch configuration test for {channel}"
+    )
+
+
+# --- console ---------------------------------------------------------------------------------
+
+
+def card_to_console(card: AlertCard) -> str:
+    """The same card as readable plain text (no markup, nothing escaped)."""
+    marker = "RESOLVED" if card.resolved else (card.severity or "warning").upper()
+    lines = [f"[{marker}] {card.title}"]
+    lines.extend(f"  {label + ':':<10} {value}" for label, value in card.facts)
+    for r in card.reasons:
+        lines.append(f"  - ({r.severity}) {r.summary}")
+        lines.append(f"      do:   {r.action}")
+        if r.call:
+            lines.append(f"      call: {r.call}")
+    lines.append(f"  {card.footer}")
+    return "\n".join(lines)
