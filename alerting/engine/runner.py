@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,8 +27,8 @@ _RECENT_CARM_IDS = 16
 @dataclass(slots=True)
 class EventTimeRunner:
     thresholds: Thresholds = field(default_factory=Thresholds)
-    shipments: dict[str, ShipmentState] = field(default_factory=dict)
-    carm: dict[str, CarmSnapshot] = field(default_factory=dict)
+    shipments: MutableMapping[str, ShipmentState] = field(default_factory=dict)
+    carm: MutableMapping[str, CarmSnapshot] = field(default_factory=dict)
     clock: datetime | None = None
     duplicates: int = 0
     _carm_ids: dict[str, deque[str]] = field(default_factory=dict)
@@ -68,7 +68,6 @@ class EventTimeRunner:
         bn = event.importer_bn if isinstance(event, CargoReported) else (s.importer_bn if s else None)
         old_bn = s.importer_bn if s is not None else None
         s, alerts = engine.on_event(s, event, self.carm.get(bn) if bn else None, self.thresholds)
-        self.shipments[s.ccn] = s
         if old_bn is not None and old_bn != s.importer_bn:
             self._open_by_importer.get(old_bn, set()).discard(s.ccn)
         self._after_change(s)
@@ -99,6 +98,10 @@ class EventTimeRunner:
         return self.carm.get(s.importer_bn) if s.importer_bn else None
 
     def _after_change(self, s: ShipmentState) -> None:
+        self.shipments[s.ccn] = s  # a store-backed mapping persists the state here
+        self._index(s)
+
+    def _index(self, s: ShipmentState) -> None:
         bn = s.importer_bn
         if bn is not None:
             if s.known and s.closed is None:
@@ -113,3 +116,10 @@ class EventTimeRunner:
 
     def states(self) -> Iterator[ShipmentState]:
         return iter(self.shipments.values())
+
+    def rebuild_index(self) -> None:
+        """Rebuild the deadline heap and the importer index from the stored states (after recovery)."""
+        self._heap.clear()
+        self._open_by_importer.clear()
+        for s in self.shipments.values():
+            self._index(s)
