@@ -124,7 +124,7 @@ PREPAID_RATE_NO_RPP = 0.35
 DISPATCH_TEAM_MISSING_RATE = 0.05
 LATE_EMANIFEST_RATE = 0.015
 """cargo_reported only 20-55 min before ETA (breaks the one-hour rule)."""
-SHORT_HAUL_RATE = 0.08
+SHORT_HAUL_RATE = 0.04
 """cargo_reported 60-150 min before ETA; the rest 2.5-12 h before."""
 EARLY_RNS_RATE = 0.005
 """An RNS 34 arrives before its cargo_reported (exercises unknown-CCN handling)."""
@@ -786,7 +786,8 @@ def plan_load(i: int, world: World, config: SimulationConfig) -> LoadPlan:
         link(t_on_time, 34 if rng.random() < 0.3 else 1)
     elif scenario == "not_matched_then_matched":
         not_matched()
-        link(uniform(t_ready + 20 * MINUTE, max(t_ready + 25 * MINUTE, ref_eta - 60 * MINUTE)))
+        # Usually fixed before the PARS window opens; late fixes are the late_* scenarios.
+        link(uniform(t_ready + 20 * MINUTE, max(t_ready + 25 * MINUTE, ref_eta - 130 * MINUTE)))
     elif scenario == "late_warning":
         if rng.random() < 0.5:
             not_matched()
