@@ -10,38 +10,83 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    Strict,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
     StringConstraints,
+    WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError, core_schema
 
 SCHEMA_VERSION = 1
 
 
-def _require_timestamp_text(value: Any) -> Any:
-    # Timestamps are validated leniently (so that dicts from a JSON log parse like
-    # raw JSON) but only from RFC 3339 text: an epoch number is a wrong type.
-    if isinstance(value, str | datetime):
-        return value
-    raise ValueError("a timestamp must be an RFC 3339 string with an offset")
+# RFC 3339 date-time; the offset is optional here only so that a missing offset is
+# reported as a naive timestamp (timezone_aware) rather than as a malformed string.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise PydanticCustomError("datetime_out_of_range", "timestamp out of range in UTC") from exc
+
+
+def _datetime_as_text(value: Any) -> Any:
+    # Models built in Python (tests, simulators) pass datetimes: validate them as their text.
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _timestamp_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    # Built from pydantic-core validators only, so the hot path runs no Python: RFC 3339 text
+    # (an epoch number, even in quotes, is not a timestamp), parsed, offset required, and
+    # converted to UTC by Python only when the offset is not already zero. Raw JSON and
+    # json.loads dicts go through the same steps, so both decode paths agree.
+    from_text = core_schema.chain_schema(
+        [
+            core_schema.str_schema(strict=True, pattern=RFC3339_PATTERN),
+            core_schema.datetime_schema(strict=False, tz_constraint="aware"),
+            core_schema.union_schema(
+                [
+                    core_schema.datetime_schema(strict=True, tz_constraint=0),
+                    core_schema.no_info_plain_validator_function(_to_utc),
+                ],
+                mode="left_to_right",
+            ),
+        ]
+    )
+    return core_schema.json_or_python_schema(
+        json_schema=from_text,
+        python_schema=core_schema.no_info_before_validator_function(_datetime_as_text, from_text),
+    )
 
 
 Timestamp = Annotated[
-    AwareDatetime,
-    Strict(False),
-    BeforeValidator(_require_timestamp_text),
-    AfterValidator(_to_utc),
+    datetime,
+    GetPydanticSchema(_timestamp_schema),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 """RFC 3339 with an offset, normalised to UTC. A naive timestamp is invalid."""
+
+
+def _schema_version_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    # Literal[1] alone accepts 1.0 and true; a strict int makes those a wrong type (and is
+    # cheaper than a chain of int and literal).
+    return core_schema.int_schema(strict=True, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
+
+
+SchemaVersion = Annotated[
+    Literal[1],
+    GetPydanticSchema(_schema_version_schema),
+    WithJsonSchema({"type": "integer", "const": SCHEMA_VERSION}),
+]
+"""The only supported input schema version; anything else is unsupported, a non-integer a wrong type."""
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Ccn = Annotated[str, StringConstraints(to_upper=True, pattern=r"^[A-Za-z0-9-]{5,25}$")]
@@ -51,11 +96,13 @@ ImporterBn = Annotated[str, StringConstraints(to_upper=True, pattern=r"^[0-9]{9}
 """CRA business number with an import/export (RM) program account: BN15."""
 OfficeCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
 """4-digit CBSA office (port) code."""
-BrokerCode = Annotated[str, StringConstraints(to_upper=True, strip_whitespace=True, min_length=1, max_length=32)]
+BrokerCode = Annotated[
+    str, StringConstraints(to_upper=True, strip_whitespace=True, min_length=1, max_length=32)
+]
 TransactionNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{14}$")]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=2048)]
-NonNegativeAmount = Annotated[float, Field(ge=0)]
+NonNegativeAmount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class WireModel(BaseModel):
@@ -69,4 +116,4 @@ class EventEnvelope(WireModel):
 
     event_id: EventId
     occurred_at: Timestamp
-    schema_version: Literal[1]
+    schema_version: SchemaVersion

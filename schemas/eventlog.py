@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,39 +40,65 @@ class BadLine:
 
 def _open_text(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8", newline="\n")
-    return open(path, mode, encoding="utf-8", newline="\n")  # noqa: SIM115 - returned to caller
+        return io.TextIOWrapper(gzip.GzipFile(path, mode + "b"), encoding="utf-8", newline="\n")
+    return open(path, mode, encoding="utf-8", newline="\n")
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    if path.suffix == ".gz":
+        return gzip.GzipFile(path, "rb")
+    return open(path, "rb")
+
+
+def _excerpt(text: str) -> str:
+    return text[:200]
 
 
 def parse_line(text: str, line: int) -> LogRecord | BadLine:
     try:
         obj = json.loads(text)
-    except ValueError as exc:
-        return BadLine(line, "not_json", f"line {line}: not JSON ({exc})", text[:200])
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        return BadLine(line, "not_json", f"line {line}: not JSON ({exc})", _excerpt(text))
     if not isinstance(obj, dict):
-        return BadLine(line, "not_object", f"line {line}: a record must be a JSON object", text[:200])
+        return BadLine(line, "not_object", f"line {line}: a record must be a JSON object", _excerpt(text))
     topic = obj.get("topic")
     if not isinstance(topic, str) or not topic:
-        return BadLine(line, "missing_topic", f"line {line}: no 'topic' string", text[:200])
+        return BadLine(line, "missing_topic", f"line {line}: no 'topic' string", _excerpt(text))
     key = obj.get("key")
     if key is not None and not isinstance(key, str):
-        return BadLine(line, "wrong_type", f"line {line}: 'key' must be a string or null", text[:200])
+        return BadLine(line, "wrong_type", f"line {line}: 'key' must be a string or null", _excerpt(text))
     ts = obj.get("timestamp")
     if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
-        return BadLine(line, "wrong_type", f"line {line}: 'timestamp' must be epoch milliseconds", text[:200])
+        detail = f"line {line}: 'timestamp' must be epoch milliseconds"
+        return BadLine(line, "wrong_type", detail, _excerpt(text))
     if "value" not in obj:
-        return BadLine(line, "missing_value", f"line {line}: no 'value' (use null for a tombstone)", text[:200])
+        detail = f"line {line}: no 'value' (use null for a tombstone)"
+        return BadLine(line, "missing_value", detail, _excerpt(text))
     return LogRecord(topic, key, obj["value"], ts, line)
 
 
 def read_log(path: Path) -> Iterator[LogRecord | BadLine]:
-    """Yield each line of the log as a record or a bad line, in file order."""
-    with _open_text(path, "r") as handle:
-        for number, text in enumerate(handle, start=1):
-            stripped = text.strip()
-            if not stripped:
-                continue
-            yield parse_line(stripped, number)
+    """Yield each line of the log as a record or a bad line, in file order, one line at a time.
+
+    Lines are decoded one by one so that a line of bad bytes is reported and skipped like
+    any bad record; a corrupt or truncated `.gz` ends the read with a final bad line.
+    """
+    number = 0
+    with _open_binary(path) as handle:
+        try:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as exc:
+                    detail = f"line {number}: not UTF-8 ({exc})"
+                    yield BadLine(number, "not_utf8", detail, _excerpt(raw.decode("utf-8", "replace")))
+                    continue
+                if text:
+                    yield parse_line(text, number)
+        except (OSError, EOFError, zlib.error) as exc:
+            line = number + 1
+            detail = f"line {line}: the file cannot be read from here on ({exc})"
+            yield BadLine(line, "unreadable", detail, "")
 
 
 class LogWriter:
