@@ -46,3 +46,6 @@ class ConsoleGateway:
         self, channel_id: str, key: str, *, oldest: float, thread_ts: str | None = None
     ) -> str | None:
         return None
+
+    async def channel_id(self, channel: str) -> str | None:
+        return channel

@@ -350,9 +350,11 @@ class Delivery:
         return SlackMessage(text=message.text, plain=message.plain) if rec.text_only else message
 
     async def _find(
-        self, channel_id: str | None, key: str, since: float | None, thread_ts: str | None
+        self, ch: ChannelState, channel_id: str | None, key: str, since: float | None, thread_ts: str | None
     ) -> str | None:
         """Look for a post that may have landed; give up (post again) if we may not read history."""
+        if channel_id is None:
+            channel_id = ch.channel_id = await self._resolve_channel(ch)
         if channel_id is None:
             return None
         oldest = (since or self.clock.wall()) - self.policy.find_margin_s
@@ -370,6 +372,18 @@ class Delivery:
         self.metrics.slack_call(method, "ok")
         return found
 
+    async def _resolve_channel(self, ch: ChannelState) -> str | None:
+        try:
+            found = await self.gateway.channel_id(ch.name)
+        except SlackCallError as exc:
+            self.metrics.slack_call("conversations.list", exc.kind)
+            if exc.kind in ("rate_limited", "transient"):
+                raise
+            log.warning("cannot look up the id of %s (%s): posting again", ch.name, exc.error)
+            return None
+        self.metrics.slack_call("conversations.list", "ok")
+        return found
+
     async def _step_alert(self, ch: ChannelState, key: str) -> Outcome:
         rec = self.alerts[key]
         nxt = self._alert_next(rec)
@@ -379,7 +393,9 @@ class Delivery:
         action = nxt[0]
         if action == "post":
             if rec.intent == "post":
-                found = await self._find(rec.channel_id or ch.channel_id, rec.alert_id, rec.intent_at, None)
+                found = await self._find(
+                    ch, rec.channel_id or ch.channel_id, rec.alert_id, rec.intent_at, None
+                )
                 if found is not None:
                     log.info("adopting earlier post %s for alert %s", found, rec.alert_id)
                     rec.ts, rec.channel_id = found, rec.channel_id or ch.channel_id
@@ -419,7 +435,7 @@ class Delivery:
             reply_key = f"{rec.alert_id}:{action}"
             assert rec.ts is not None
             if rec.intent == action:
-                found = await self._find(rec.channel_id, reply_key, rec.intent_at, rec.ts)
+                found = await self._find(ch, rec.channel_id, reply_key, rec.intent_at, rec.ts)
                 if found is not None:
                     rec.owed.remove(action)
                     rec.intent = None
@@ -456,7 +472,7 @@ class Delivery:
         members = list(digest.members)
         if digest.ts is None:
             if digest.intent == "post":
-                found = await self._find(digest.channel_id or ch.channel_id, key, digest.intent_at, None)
+                found = await self._find(ch, digest.channel_id or ch.channel_id, key, digest.intent_at, None)
                 if found is not None:
                     digest.ts, digest.channel_id, digest.intent, digest.shown_fp = (
                         found,

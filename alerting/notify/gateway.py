@@ -98,3 +98,11 @@ class SlackGateway(Protocol):
     ) -> str | None:
         """ts of our message carrying `key` (posted at or after `oldest`, epoch seconds), if any."""
         ...
+
+    async def channel_id(self, channel: str) -> str | None:
+        """The id of a channel given by name (history needs ids); None if it cannot be found."""
+        ...
+
+
+def looks_like_channel_id(channel: str) -> bool:
+    return channel[:1] in {"C", "G", "D"} and channel.isalnum() and channel.isupper()

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from alerting.notify.gateway import Posted, SlackCallError, classify
+from alerting.notify.gateway import Posted, SlackCallError, classify, looks_like_channel_id
 from alerting.notify.render import SlackMessage
 
 METADATA_EVENT = "holdwatch_alert"
@@ -117,6 +117,28 @@ class SlackWebGateway:
             if metadata.get("event_type") == METADATA_EVENT and payload.get("key") == key:
                 ts = message.get("ts")
                 return ts if isinstance(ts, str) else None
+        return None
+
+    async def channel_id(self, channel: str) -> str | None:
+        if looks_like_channel_id(channel):
+            return channel
+        name = channel.lstrip("#")
+        cursor: str | None = None
+        for _ in range(50):  # at most 50 pages of 1000 channels
+            args: dict[str, Any] = {
+                "exclude_archived": True,
+                "limit": 1000,
+                "types": "public_channel,private_channel",
+            }
+            if cursor:
+                args["cursor"] = cursor
+            data = await self._call("conversations.list", read=True, **args)
+            for item in data.get("channels") or []:
+                if item.get("name") == name and isinstance(item.get("id"), str):
+                    return str(item["id"])
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
         return None
 
     async def auth_test(self) -> dict[str, Any]:

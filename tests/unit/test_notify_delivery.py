@@ -1,0 +1,245 @@
+"""The delivery core against the local Slack server, through the real AsyncWebClient.
+
+Time is a manual clock shared by the notifier and the server, so outages, Retry-After and pacing
+are exact and no test waits for real time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+
+from alerting.notify.clock import ManualClock
+from alerting.notify.delivery import Delivery, DeliveryPolicy, run_simulated
+from alerting.notify.ledger import MemoryLedger
+from alerting.notify.metrics import CountingMetrics
+from alerting.notify.routing import Routing
+from alerting.notify.slack import SlackWebGateway, make_web_client
+from schemas.alerts import AlertEvent
+from tests.fixtures.slack import SlackTestServer, make_alert
+
+
+@dataclass
+class Rig:
+    slack: SlackTestServer
+    clock: ManualClock
+    ledger: MemoryLedger
+    metrics: CountingMetrics
+    delivery: Delivery
+
+    def restart(self, policy: DeliveryPolicy | None = None) -> Delivery:
+        """A new notifier process: only what the ledger made durable survives."""
+        self.ledger = MemoryLedger(self.ledger.durable)
+        self.delivery = new_delivery(
+            self.slack, self.clock, self.ledger, self.metrics, policy or self.delivery.policy
+        )
+        self.delivery.restore(self.ledger.durable)
+        return self.delivery
+
+    async def feed(self, *alerts: AlertEvent, gap: float = 0.0) -> None:
+        for alert in alerts:
+            await run_simulated(self.delivery, self.clock, self.clock.now() + gap)
+            await self.delivery.accept(alert)
+        await self.ledger.flush()
+
+    async def settle(self, seconds: float = 600.0) -> None:
+        await run_simulated(self.delivery, self.clock, self.clock.now() + seconds)
+
+
+ROUTING = Routing(default="#dispatch", teams={"east": "#east", "west": "#west"})
+
+
+def new_delivery(
+    slack: SlackTestServer,
+    clock: ManualClock,
+    ledger: MemoryLedger,
+    metrics: CountingMetrics,
+    policy: DeliveryPolicy,
+) -> Delivery:
+    gateway = SlackWebGateway(make_web_client(SecretStr("xoxb-test"), slack.base_url))
+    return Delivery(gateway, ledger, ROUTING, policy=policy, clock=clock, metrics=metrics)
+
+
+@pytest_asyncio.fixture
+async def rig() -> AsyncIterator[Rig]:
+    clock = ManualClock()
+    async with SlackTestServer(clock=clock.now) as slack:
+        ledger, metrics = MemoryLedger(), CountingMetrics()
+        policy = DeliveryPolicy(
+            edit_delay_s=10, storm_threshold=5, storm_window_s=60, critical_mention="S0CRIT"
+        )
+        yield Rig(slack, clock, ledger, metrics, new_delivery(slack, clock, ledger, metrics, policy))
+
+
+def lifecycle(alert_id: str, *, team: str | None = None) -> list[AlertEvent]:
+    return [
+        make_alert(alert_id, 1, "raised", "warning", team=team),
+        make_alert(
+            alert_id, 2, "updated", "warning", team=team, reasons=["pars_missing", "carm_not_delegated"]
+        ),
+        make_alert(alert_id, 3, "updated", "critical", previous_severity="warning", team=team),
+        make_alert(alert_id, 4, "resolved", None, outcome="released", team=team),
+    ]
+
+
+def parents(slack: SlackTestServer, channel: str = "#dispatch") -> list[str]:
+    return [
+        m.ts for m in slack.top_level(channel) if m.metadata and ":" not in m.metadata["event_payload"]["key"]
+    ]
+
+
+async def test_one_message_per_lifecycle_updated_in_place_with_thread_replies(rig: Rig) -> None:
+    await rig.feed(*lifecycle("A1"), gap=30)
+    await rig.settle()
+    [parent] = rig.slack.top_level("#dispatch")
+    assert len(rig.slack.calls("chat.postMessage")) == 3  # the message, the escalation, the resolution
+    updates = rig.slack.calls("chat.update")
+    assert updates and all(u.body["ts"] == parent.ts for u in updates)
+    assert "Resolved" in parent.text and "released" in parent.text  # final state, edited in place
+    escalation, resolution = rig.slack.replies("#dispatch", parent.ts)
+    assert "CRITICAL" in escalation.text and "<!subteam^S0CRIT>" in escalation.text
+    assert not escalation.reply_broadcast
+    assert resolution.reply_broadcast and "released" in resolution.text
+
+
+async def test_duplicates_and_stale_events_are_dropped(rig: Rig) -> None:
+    first, second, *_ = lifecycle("A1")
+    await rig.feed(first, first, second, first, second, gap=30)
+    await rig.settle()
+    assert len(rig.slack.calls("chat.postMessage")) == 1
+    assert len(rig.slack.calls("chat.update")) == 1
+    assert rig.metrics.counts["duplicate_dropped"] == 3
+
+
+async def test_updates_within_the_edit_delay_become_one_edit(rig: Rig) -> None:
+    await rig.feed(make_alert("A1", 1))
+    await rig.settle(5)
+    await rig.feed(*(make_alert("A1", seq, "updated", eta_in_min=90 + seq) for seq in range(2, 7)), gap=1)
+    await rig.settle()
+    [update] = rig.slack.calls("chat.update")
+    assert "10:36 EST" in json.dumps(update.body["blocks"])  # the newest state (seq 6: ETA T0+96 min)
+
+
+async def test_a_30_second_outage_loses_nothing_and_posts_nothing_twice(rig: Rig) -> None:
+    lifecycles = [lifecycle(f"B{i}", team="east" if i % 2 else None) for i in range(4)]
+    await rig.feed(*(events[0] for events in lifecycles))
+    await rig.settle(10)
+    # 30 s of trouble: 500s, then dropped connections, then calls that land but whose answers are lost
+    rig.slack.fail("server_error", seconds=10, methods={"chat.postMessage", "chat.update"})
+    rig.slack.fail("drop", seconds=20)
+    rig.slack.fail("drop_after", seconds=30)
+    rest = sorted((e for events in lifecycles for e in events[1:]), key=lambda e: (e.seq, e.alert_id))
+    await rig.feed(*rest, gap=2)
+    await rig.settle(900)
+    assert rig.metrics.counts["retried"] > 0
+    assert any(r.outcome == "drop_after" for r in rig.slack.requests)
+    for channel in ("#dispatch", "#east"):
+        keys = [m.metadata["event_payload"]["key"] for m in rig.slack.top_level(channel) if m.metadata]
+        assert len(keys) == len(set(keys)) == 2, f"a lifecycle was lost or posted twice in {channel}"
+        for message in rig.slack.top_level(channel):
+            assert "Resolved" in message.text
+            replies = rig.slack.replies(channel, message.ts)
+            reply_keys = [r.metadata["event_payload"]["key"] for r in replies if r.metadata]
+            assert len(reply_keys) == len(set(reply_keys)) == 2  # escalation + resolution, once each
+    assert rig.delivery.pending_count() == 0
+
+
+async def test_retry_after_is_honoured_and_the_pace_holds(rig: Rig) -> None:
+    rig.slack.fail("ratelimit", times=1, retry_after=7)
+    await rig.feed(*(make_alert(f"P{i}") for i in range(4)), make_alert("W1", team="west"))
+    await rig.settle()
+    posts = rig.slack.calls("chat.postMessage", outcome=None)
+    dispatch_times = [r.at for r in posts if r.body["channel"] == "#dispatch"]
+    assert posts[0].outcome == "ratelimit"
+    assert dispatch_times[1] - dispatch_times[0] >= 7
+    gaps = [b - a for a, b in itertools.pairwise(dispatch_times)]
+    assert all(g >= 1.0 for g in gaps), gaps
+    assert len(dispatch_times) == 5  # 1 refused + 4 posts
+    west = [r.at for r in posts if r.body["channel"] == "#west" and r.outcome == "ok"]
+    assert west and west[0] < dispatch_times[-1]  # another channel is not held up by this one
+    assert rig.metrics.counts["rate_limited"] == 1
+
+
+async def test_permanent_error_keeps_the_alert_pending_until_fixed_across_a_restart(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.slack.missing_channels.add("#east")
+    with caplog.at_level(logging.ERROR, logger="holdwatch.notify"):
+        await rig.feed(make_alert("E1", team="east"), make_alert("D1"))
+        await rig.settle(200)
+    assert len(rig.slack.top_level("#dispatch")) == 1  # other channels keep flowing
+    assert rig.delivery.pending_keys() == ["E1"]
+    assert rig.metrics.errors["channel_not_found"] >= 2  # retried periodically, counted each time
+    assert any("E1" in r.getMessage() and "channel_not_found" in r.getMessage() for r in caplog.records)
+    await rig.feed(make_alert("E1", 2, "updated", team="east", reasons=["pars_missing", "late_eta"]))
+    rig.restart()
+    assert rig.delivery.pending_keys() == ["E1"]
+    rig.slack.missing_channels.clear()  # someone invites the bot / fixes the routing
+    await rig.settle(200)
+    [east] = rig.slack.top_level("#east")
+    assert "late eta" in json.dumps(east.blocks)  # posted once, with the newest state
+    assert rig.delivery.pending_count() == 0
+
+
+async def test_restart_and_replay_post_nothing_twice(rig: Rig) -> None:
+    events = lifecycle("R1") + lifecycle("R2")
+    await rig.feed(*events[:3], gap=20)
+    await rig.settle(30)
+    before = len(rig.slack.calls())
+    rig.restart()
+    await rig.feed(*events, gap=20)  # a replay from the start of the topic
+    await rig.settle()
+    assert len(parents(rig.slack)) == 2
+    assert len(rig.slack.calls("chat.postMessage")) == 6  # 2 messages + 2 escalations + 2 resolutions
+    assert len(rig.slack.calls()) > before
+
+
+async def test_a_post_whose_answer_was_lost_is_found_after_a_crash(rig: Rig) -> None:
+    rig.slack.fail("drop_after", times=1)
+    await rig.feed(make_alert("C1"))
+    await run_simulated(rig.delivery, rig.clock, rig.clock.now())  # the post lands, the answer is lost
+    assert len(rig.slack.top_level("#dispatch")) == 1
+    rig.restart()  # crash: only the intent was durable
+    await rig.feed(make_alert("C1", 2, "updated", reasons=["late_eta"]))
+    await rig.settle()
+    [message] = rig.slack.top_level("#dispatch")
+    assert "late eta" in json.dumps(message.blocks)
+    assert rig.slack.calls("conversations.history")
+
+
+async def test_a_deleted_message_is_posted_again(rig: Rig) -> None:
+    await rig.feed(make_alert("G1"))
+    await rig.settle(5)
+    rig.slack.messages.clear()  # someone deleted it
+    await rig.feed(make_alert("G1", 2, "updated", "critical", previous_severity="warning"))
+    await rig.settle()
+    [message] = rig.slack.top_level("#dispatch")
+    assert "CRITICAL" in message.text
+
+
+async def test_storm_groups_alerts_into_one_digest_kept_updated(rig: Rig) -> None:
+    storm = [make_alert(f"S{i:02d}") for i in range(20)]
+    await rig.feed(*storm, gap=1)
+    await rig.settle(30)
+    await rig.feed(*(make_alert(f"S{i:02d}", 2, "resolved", outcome="released") for i in range(8, 12)))
+    await rig.settle()
+    top = rig.slack.top_level("#dispatch")
+    assert len(top) == 6  # 5 individual alerts (the threshold) + 1 digest for the other 15
+    [digest] = [m for m in top if m.metadata and m.metadata["event_payload"]["key"].startswith("digest:")]
+    assert "20" not in digest.text and "15 loads" in digest.text and "4 resolved" in json.dumps(digest.blocks)
+    assert digest.edits  # updated in place
+    assert len(rig.slack.calls()) < len(storm) + 4  # fewer calls than one per event
+    assert rig.metrics.counts["storm_grouped"] == 15
+
+
+async def test_lifecycle_first_seen_resolved_posts_nothing(rig: Rig) -> None:
+    await rig.feed(make_alert("Z1", 5, "resolved", outcome="cancelled"))
+    await rig.settle()
+    assert rig.slack.requests == []

@@ -1,0 +1,74 @@
+"""The real-time shell of the delivery core (`Delivery.run`) and the console sink."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+
+from pydantic import SecretStr
+
+from alerting.notify.clock import ScaledClock
+from alerting.notify.console import ConsoleGateway
+from alerting.notify.delivery import Delivery, DeliveryPolicy
+from alerting.notify.ledger import MemoryLedger
+from alerting.notify.metrics import CountingMetrics
+from alerting.notify.routing import Routing
+from alerting.notify.slack import SlackWebGateway, make_web_client
+from tests.fixtures.slack import SlackTestServer, make_alert
+
+
+async def wait_until(condition: object, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_run_delivers_through_an_outage_at_100x_speed() -> None:
+    clock = ScaledClock(speed=100)  # a 30 s outage takes 0.3 s
+    async with SlackTestServer(clock=clock.now) as slack:
+        gateway = SlackWebGateway(make_web_client(SecretStr("xoxb-test"), slack.base_url))
+        metrics = CountingMetrics()
+        delivery = Delivery(
+            gateway,
+            MemoryLedger(),
+            Routing(default="#dispatch", teams={"east": "#east"}),
+            policy=DeliveryPolicy(edit_delay_s=5),
+            clock=clock,
+            metrics=metrics,
+        )
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        slack.fail("server_error", seconds=30)
+        for i in range(6):
+            await delivery.accept(make_alert(f"O{i}", team="east" if i % 2 else None))
+        await delivery.accept(make_alert("O0", 2, "updated", "critical", previous_severity="warning"))
+        await wait_until(lambda: delivery.pending_count() == 0)
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+        assert len(slack.top_level("#dispatch")) == 3 and len(slack.top_level("#east")) == 3
+        failed = [r for r in slack.requests if r.outcome == "server_error"]
+        assert failed and max(r.at for r in failed) - min(r.at for r in failed) < 31
+        for channel in ("#dispatch", "#east"):
+            times = [r.at for r in slack.calls("chat.postMessage") if r.body["channel"] == channel]
+            assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
+        assert metrics.latencies and metrics.counts["retried"] > 0
+
+
+async def test_console_sink_prints_the_same_lifecycle() -> None:
+    out = io.StringIO()
+    delivery = Delivery(
+        ConsoleGateway(out),
+        MemoryLedger(),
+        Routing(default="#dispatch"),
+        policy=DeliveryPolicy(min_interval_s=0),
+    )
+    await delivery.accept(make_alert("K1"))
+    await delivery.accept(make_alert("K1", 2, "updated", "critical", previous_severity="warning"))
+    await delivery.accept(make_alert("K1", 3, "resolved", outcome="cleared"))
+    while (due := delivery.next_due()) is not None:
+        await delivery.step(due[1])
+    text = out.getvalue()
+    assert text.count("new message in #dispatch [") == 1
+    assert "Windsor" in text and "LD-K1" in text and "Resolved: load LD-K1 cleared" in text
