@@ -1,0 +1,55 @@
+"""`holdwatch notifier`: post alert events to Slack (or print them without a token)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from alerting.notify.routing import RoutingError
+from streams.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "notifier",
+        help="deliver alert events to Slack: one living message per load (console without a token)",
+        description=(
+            "Consume the alert topic and keep one Slack message per alert lifecycle: posted when raised, "
+            "edited on updates, a thread reply on escalation and a broadcast reply when resolved. Slack "
+            "timestamps live in the compacted topic holdwatch.slack-ledger, so restarts never post twice. "
+            "Without HOLDWATCH_SLACK_TOKEN the same content is printed. Routing: HOLDWATCH_SLACK_CHANNEL, "
+            "HOLDWATCH_SLACK_ROUTING_FILE (JSON or TOML: teams/ports/default). See docs/slack.md."
+        ),
+    )
+    parser.add_argument("--group-id", help="consumer group (default: <HOLDWATCH_APP_ID>-notifier)")
+    parser.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(func=run)
+
+
+async def _main(settings: Settings, group_id: str | None) -> None:
+    from streams.notifier import run_notifier
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await run_notifier(settings, stop=stop, group_id=group_id)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.kafka_config import KafkaConfigError
+
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    target = "Slack" if settings.slack_token is not None else "the console (no HOLDWATCH_SLACK_TOKEN)"
+    print(f"notifier: {settings.topic_alerts} -> {target}", file=sys.stderr)
+    try:
+        asyncio.run(_main(settings, args.group_id))
+    except (RoutingError, KafkaConfigError) as exc:
+        print(f"holdwatch notifier: {exc}", file=sys.stderr)
+        return 2
+    return 0

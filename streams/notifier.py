@@ -1,0 +1,250 @@
+"""The Slack notifier's Kafka shell: `holdwatch.alerts` in, Slack (or the console) out.
+
+At-least-once from the topic, exactly-once as dispatch sees it:
+1. at start the ledger topic (compacted, key = alert_id) is read to its end: every lifecycle's
+   Slack ts, newest accepted event and what Slack still owes;
+2. each polled batch of alert events is accepted into the delivery core, the ledger entries it
+   produced are flushed (acks=all), and only then are the input offsets committed;
+3. Slack calls run beside the consumer (one worker per channel) and write the ts they learn to
+   the ledger before anything depends on it.
+A crash anywhere replays at most the uncommitted batch, which the ledger's per-lifecycle seq
+drops. Alerts Slack refuses (bad token, unknown channel) stay pending in the ledger, so the
+consumer keeps committing and other channels keep flowing; they are delivered once fixed.
+
+One active notifier per consumer group is the supported deployment (a second instance is a
+standby that takes over on rebalance); storm digests assume it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from alerting.notify.clock import Clock, SystemClock
+from alerting.notify.console import ConsoleGateway
+from alerting.notify.delivery import Delivery, DeliveryPolicy
+from alerting.notify.gateway import SlackGateway
+from alerting.notify.ledger import LedgerError, decode_entry, encode_entry
+from alerting.notify.metrics import NotifyMetrics, NullMetrics
+from alerting.notify.routing import load_routing
+from alerting.notify.slack import SlackWebGateway, make_web_client
+from schemas.alerts import AlertEvent
+from streams.settings import Settings
+
+log = logging.getLogger("holdwatch.notifier")
+
+
+def ledger_topic_name(settings: Settings) -> str:
+    """`holdwatch.slack-ledger` next to `holdwatch.alerts` (follows a renamed alert topic)."""
+    name = settings.topic_alerts
+    return name.replace("alerts", "slack-ledger", 1) if "alerts" in name else f"{name}.slack-ledger"
+
+
+def delivery_policy(settings: Settings, *, console: bool = False) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        min_interval_s=0.0 if console else settings.slack_min_interval_s,
+        storm_threshold=settings.storm_threshold,
+        storm_window_s=settings.storm_window_s,
+        critical_mention=settings.slack_critical_mention,
+    )
+
+
+def make_gateway(settings: Settings, client: Any = None) -> SlackGateway:
+    """Slack through `client` or the configured token; the console when there is no token."""
+    if client is not None:
+        return SlackWebGateway(client)
+    if settings.slack_token is not None and settings.slack_token.get_secret_value():
+        return SlackWebGateway(make_web_client(settings.slack_token, settings.slack_base_url))
+    return ConsoleGateway()
+
+
+class KafkaLedger:
+    """Ledger entries as records of a compacted topic; `flush` raises if any write failed."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self._in_flight: list[asyncio.Future[Any]] = []
+
+    async def put(self, key: str, entry: Mapping[str, Any] | None) -> None:
+        future = await self.producer.send(self.topic, key=key.encode(), value=encode_entry(entry))
+        self._in_flight.append(future)
+
+    async def flush(self) -> None:
+        pending, self._in_flight = self._in_flight, []
+        if pending:
+            await self.producer.flush()
+            await asyncio.gather(*pending)
+
+
+async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
+    """Every live entry of the ledger topic (its last value per key), read to the current end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.kafka_config import aiokafka_config
+
+    consumer = AIOKafkaConsumer(**aiokafka_config(settings), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return entries
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    key = record.key.decode() if record.key else None
+                    if key is None:
+                        continue
+                    try:
+                        value = decode_entry(record.value)
+                    except LedgerError as exc:
+                        log.error("ignoring ledger record %s@%d: %s", key, record.offset, exc)
+                        continue
+                    if value is None:
+                        entries.pop(key, None)
+                    else:
+                        entries[key] = value
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return entries
+
+
+def decode_alert(raw: bytes | None) -> AlertEvent | None:
+    """An alert event from a record value; None (logged) for anything unreadable."""
+    if raw is None:
+        return None
+    try:
+        return AlertEvent.model_validate_json(raw)
+    except (ValidationError, ValueError) as exc:
+        preview = raw[:200].decode(errors="replace")
+        log.error(
+            "skipping an unreadable alert event (%s): %s", json.dumps(preview), str(exc).splitlines()[0]
+        )
+        return None
+
+
+async def ensure_notifier_topics(settings: Settings, ledger_topic: str) -> None:
+    from streams.admin import TopicSpec, ensure_topics
+
+    spec = TopicSpec(
+        name=ledger_topic,
+        partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+        config={"cleanup.policy": "compact"},
+        role="internal",
+    )
+    await asyncio.to_thread(ensure_topics, settings, [spec])
+
+
+async def run_notifier(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    client: Any = None,
+    clock: Clock | None = None,
+    metrics: NotifyMetrics | None = None,
+    gateway: SlackGateway | None = None,
+    group_id: str | None = None,
+    ledger_topic: str | None = None,
+    policy: DeliveryPolicy | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Consume alert events and deliver them until `stop` is set (an asyncio task in any process).
+
+    `client` (an AsyncWebClient) or `gateway` replace the one built from the settings; without a
+    token the console sink prints instead. `ready` is set once the ledger is loaded and the
+    consumer has started.
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+    from streams.kafka_config import aiokafka_config
+
+    routing = load_routing(settings.slack_routing_file, default_channel=settings.slack_channel)
+    gateway = gateway or make_gateway(settings, client)
+    console = isinstance(gateway, ConsoleGateway)
+    topic = ledger_topic or ledger_topic_name(settings)
+    metrics = metrics or NullMetrics()
+    await ensure_notifier_topics(settings, topic)
+    config = aiokafka_config(settings)
+
+    producer = AIOKafkaProducer(**config, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    ledger = KafkaLedger(producer, topic)
+    delivery = Delivery(
+        gateway,
+        ledger,
+        routing,
+        policy=policy or delivery_policy(settings, console=console),
+        clock=clock or SystemClock(),
+        metrics=metrics,
+    )
+    consumer = AIOKafkaConsumer(
+        **config,
+        group_id=group_id or f"{settings.app_id}-notifier",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    processed: dict[Any, int] = {}
+
+    async def commit_processed() -> None:
+        if processed:
+            await ledger.flush()  # ledger first: the entries must be durable before the offsets move
+            await consumer.commit(dict(processed))
+            processed.clear()
+
+    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            await commit_processed()
+            delivery.forget_partitions(tp.partition for tp in revoked)
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            entries = await read_ledger(settings, topic)
+            pending = delivery.restore(entries, partitions=[tp.partition for tp in assigned])
+            log.info("notifier: %d partitions assigned, %d Slack changes pending", len(assigned), pending)
+
+    await consumer.start()
+    consumer.subscribe([settings.topic_alerts], listener=Rebalance())
+    deliver = asyncio.create_task(delivery.run(stop), name="slack-delivery")
+    if ready is not None:
+        ready.set()
+    try:
+        while not stop.is_set():
+            if deliver.done():
+                deliver.result()  # surface a crash of the delivery loop
+                break
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            for tp, records in batch.items():
+                for record in records:
+                    alert = decode_alert(record.value)
+                    if alert is not None:
+                        await delivery.accept(alert, partition=tp.partition)
+                    processed[TopicPartition(tp.topic, tp.partition)] = record.offset + 1
+            await commit_processed()
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(deliver, 10)
+        try:
+            await commit_processed()
+            await ledger.flush()
+        finally:
+            await consumer.stop()
+            await producer.stop()
