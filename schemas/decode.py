@@ -227,7 +227,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 
 def _classify(exc: ValidationError, raw: bytes | None) -> Rejected:
-    errors = exc.errors(include_url=False, include_context=False)
+    errors = exc.errors(include_url=False)
     first = errors[0]
     reason = _reason(first, raw)
     if first["loc"]:
@@ -235,8 +235,12 @@ def _classify(exc: ValidationError, raw: bytes | None) -> Rejected:
         text = f"{path}: {first['msg']}"
         if reason is not DeadLetterReason.MISSING_FIELD:
             text += f" (got {_short(first['input'])})"
-    elif first["type"].startswith("union_tag"):
-        text = f"event_type: {first['msg']}"
+    elif first["type"] == "union_tag_invalid":
+        tag = first["input"].get("event_type") if isinstance(first["input"], dict) else None
+        expected = first.get("ctx", {}).get("expected_tags", "")
+        text = f"event_type: {_short(tag)} is not an event type of this topic (expected {expected})"
+    elif first["type"] == "union_tag_not_found":
+        text = "event_type: Field required"
     elif reason is DeadLetterReason.NOT_OBJECT:
         text = f"value: a JSON object is required, got {type(first['input']).__name__}"
     else:
