@@ -1,0 +1,207 @@
+"""The Faust shell of the live pipeline: deserialize, look up, call the engine, write, emit.
+
+Agents
+- `shipments` consumes emanifest + rns (key CCN) and the internal control topic, all
+  co-partitioned; per partition a `PartitionProcessor` applies records in log order
+  and the state lives in the `shipments` table. Records are acked only once applied.
+- `carm` consumes carm.readiness (key BN), dead-letters bad records and broadcasts
+  valid snapshots (and tombstones) to every control partition.
+- a timer sends wall-clock ticks to the control partitions this worker owns
+  (`--clock wall`); with `--clock event` time comes from the records and replay ticks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from schemas.decode import Decoded, Rejected, TopicKind, decode
+from schemas.deadletter import encode_dead_letter, make_dead_letter
+from streams.kafka_config import faust_broker_settings
+from streams.processor import CONTROL_HEADER, ClockMode, Output, PartitionProcessor, RawRecord, Source
+from streams.protocol import Tick
+from streams.settings import Settings
+from streams.tables import carm_view, define_tables, shipment_view
+from streams.topics import control_topic
+
+log = logging.getLogger("holdwatch.worker")
+
+
+@dataclass
+class WorkerStats:
+    records: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def build_app(
+    settings: Settings,
+    *,
+    clock: ClockMode,
+    data_dir: Path,
+    store: str | None = None,
+    wall_tick_s: float = 1.0,
+) -> faust.App:
+    store_name = store or settings.store
+    app = faust.App(
+        settings.app_id,
+        **faust_broker_settings(settings),
+        store="rocksdb://" if store_name == "rocksdb" else "memory://",
+        datadir=str(data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        broker_commit_every=2000,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+    )
+    thresholds = settings.thresholds()
+    control_name = control_topic(settings)
+    sources: dict[str, Source] = {
+        settings.topic_emanifest: "emanifest",
+        settings.topic_rns: "rns",
+        control_name: "control",
+    }
+    inputs = app.topic(
+        settings.topic_emanifest, settings.topic_rns, control_name, key_serializer="raw", value_serializer="raw"
+    )
+    control = app.topic(control_name, partitions=settings.partitions, key_serializer="raw", value_serializer="raw")
+    carm_topic = app.topic(settings.topic_carm, key_serializer="raw", value_serializer="raw")
+    alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
+    dead_letters = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
+    shipments_table, carm_table = define_tables(app, settings.partitions)
+    processors: dict[int, PartitionProcessor] = {}
+    stats = WorkerStats()
+    app.holdwatch_stats = stats  # type: ignore[attr-defined]
+
+    def processor(partition: int) -> PartitionProcessor:
+        found = processors.get(partition)
+        if found is None:
+            found = PartitionProcessor(
+                partition,
+                thresholds,
+                shipment_view(shipments_table, partition),
+                carm_view(carm_table, partition),
+                clock,
+            )
+            processors[partition] = found
+        return found
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:  # noqa: RUF029
+        keep = {tp.partition for tp in assigned if tp.topic == control_name}
+        for partition in list(processors):
+            if partition not in keep:
+                del processors[partition]  # its records will be redelivered to the new owner
+
+    async def send_dead_letter(rejected: Rejected, record: RawRecord, topic: str) -> None:
+        letter = make_dead_letter(
+            rejected,
+            topic=topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_ms=record.timestamp_ms,
+            now=datetime.now(UTC),
+        )
+        stats.dead_letters += 1
+        await dead_letters.send(key=record.key, value=encode_dead_letter(letter))
+
+    async def emit(out: Output, topic_of: dict[str, str]) -> None:
+        for alert in out.alerts:
+            await alerts.send(key=alert.ccn.encode(), value=alert.model_dump_json(exclude_none=True).encode())
+        stats.alerts += len(out.alerts)
+        for rejected, record in out.rejected:
+            await send_dead_letter(rejected, record, topic_of[record.source])
+
+    source_topic = {source: topic for topic, source in sources.items()}
+
+    @app.agent(inputs, name="shipments", concurrency=1)
+    async def process_shipments(stream: Any) -> None:
+        async for event in stream.noack().events():
+            message = event.message
+            record = RawRecord(
+                sources[message.topic],
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                message.headers,
+                int(message.timestamp * 1000) if message.timestamp else None,
+                event,
+            )
+            stats.records += 1
+            out = Output()
+            try:
+                processor(message.partition).on_record(record, out)
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the partition
+                stats.errors += 1
+                log.exception("failed to apply %s[%d]@%d", message.topic, message.partition, message.offset)
+                from schemas.decode import DeadLetterReason
+
+                out.rejected.append((Rejected(DeadLetterReason.INTERNAL_ERROR, repr(exc)[:300]), record))
+                out.done.append(record)
+            await emit(out, source_topic)
+            for done in out.done:
+                done.handle.ack()
+
+    @app.agent(carm_topic, name="carm", concurrency=1)
+    async def broadcast_carm(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            result = decode(TopicKind.CARM, message.key, message.value)
+            if isinstance(result, Rejected):
+                record = RawRecord(
+                    "control", message.partition, message.offset, message.key, message.value, None, None
+                )
+                await send_dead_letter(result, record, settings.topic_carm)
+                continue
+            assert isinstance(result, Decoded)
+            for partition in range(settings.partitions):
+                await control.send(
+                    key=result.key.encode(),
+                    value=message.value,
+                    partition=partition,
+                    timestamp=message.timestamp,
+                    headers=[(CONTROL_HEADER, b"carm")],
+                )
+
+    if clock == "wall":
+
+        @app.timer(interval=wall_tick_s)
+        async def wall_clock() -> None:
+            now = datetime.now(UTC)
+            tick = Tick(0, now).to_bytes()
+            for tp in app.consumer.assignment():
+                if tp.topic == control_name:
+                    await control.send(
+                        key=None, value=tick, partition=tp.partition, headers=[(CONTROL_HEADER, b"tick")]
+                    )
+
+    @app.timer(interval=10.0)
+    async def heartbeat() -> None:
+        held = sum(p.held() for p in processors.values())
+        elapsed = time.monotonic() - stats.started
+        log.info(
+            "holdwatch: %d records (%.0f/s), %d alert events, %d dead letters, %d held for order, %d partitions",
+            stats.records,
+            stats.records / elapsed if elapsed else 0.0,
+            stats.alerts,
+            stats.dead_letters,
+            held,
+            len(processors),
+        )
+
+    return app

@@ -1,0 +1,57 @@
+"""`holdwatch worker`: the live pipeline (Faust worker)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "worker",
+        help="run the live pipeline: consume the topics, keep state, publish alert events",
+        description=(
+            "Consume emanifest/rns (key CCN) and carm.readiness (key BN), keep shipment state and CARM "
+            "copies in changelog-backed tables, run the hold-risk engine and publish alert events to the "
+            "alert topic. Bad records go to the dead-letter topic. Run several workers with the same "
+            "HOLDWATCH_APP_ID to share the partitions."
+        ),
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "event"),
+        help="wall: deadlines fire by the wall clock (live); event: by the records' event time and "
+        "replay ticks (replaying history). Default: HOLDWATCH_CLOCK or wall",
+    )
+    parser.add_argument("--store", choices=("rocksdb", "memory"), help="table store (default HOLDWATCH_STORE)")
+    parser.add_argument("--data-dir", type=Path, help="local table state (default HOLDWATCH_STATE_DIR or ~/.cache)")
+    parser.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from streams.admin import ensure_topics
+    from streams.app import build_app
+    from streams.kafka_config import KafkaConfigError
+    from streams.topics import internal_topic_specs
+
+    clock = args.clock or settings.clock
+    data_dir = args.data_dir or settings.state_dir or settings.home / "state" / settings.app_id
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for result in ensure_topics(settings, internal_topic_specs(settings)):
+            if result.status == "created":
+                print(f"worker: created topic {result.describe()}", file=sys.stderr)
+    except KafkaConfigError as exc:
+        print(f"holdwatch worker: {exc}", file=sys.stderr)
+        return 2
+    app = build_app(settings, clock=clock, data_dir=data_dir, store=args.store)
+    print(f"worker: app {settings.app_id}, clock {clock}, state in {data_dir}", file=sys.stderr)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,80 @@
+"""Changelog-backed Faust tables, seen by the engine as plain mappings of one partition.
+
+`shipments`: CCN → the shipment's state; `carm-copies`: importer BN → the CARM
+snapshot, one copy per shipment partition (the CARM agent broadcasts every snapshot
+through the control topic), so the join is a local lookup and never needs a
+GlobalTable. Values carry their partition so a partition's keys can be listed after
+recovery. Decoded values are cached: reads dominate, and each partition has one owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, Generic, TypeVar
+
+from alerting.engine.state import ShipmentState, state_from_bytes, state_to_bytes
+from schemas.carm import CarmSnapshot
+
+V = TypeVar("V")
+
+
+class PartitionView(MutableMapping[str, V], Generic[V]):
+    def __init__(
+        self,
+        table: Any,
+        partition: int,
+        encode: Callable[[V], bytes],
+        decode: Callable[[bytes], V],
+    ) -> None:
+        self._table = table
+        self._partition = partition
+        self._prefix = f"{partition}|".encode()
+        self._encode = encode
+        self._decode = decode
+        self._cache: dict[str, V] = {}
+
+    def __getitem__(self, key: str) -> V:
+        value = self._cache.get(key)
+        if value is None:
+            raw = self._table.get(key.encode())
+            if raw is None:
+                raise KeyError(key)
+            value = self._decode(raw.split(b"|", 1)[1])
+            self._cache[key] = value
+        return value
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self._cache[key] = value
+        self._table[key.encode()] = self._prefix + self._encode(value)
+
+    def __delitem__(self, key: str) -> None:
+        self._cache.pop(key, None)
+        del self._table[key.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        for key, raw in list(self._table.items()):
+            if raw is not None and raw.startswith(self._prefix):
+                yield key.decode() if isinstance(key, bytes) else str(key)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def shipment_view(table: Any, partition: int) -> PartitionView[ShipmentState]:
+    return PartitionView(table, partition, state_to_bytes, state_from_bytes)
+
+
+def carm_view(table: Any, partition: int) -> PartitionView[CarmSnapshot]:
+    return PartitionView(
+        table, partition, lambda c: c.model_dump_json().encode(), CarmSnapshot.model_validate_json
+    )
+
+
+def define_tables(app: Any, partitions: int) -> tuple[Any, Any]:
+    shipments = app.Table(
+        "shipments", partitions=partitions, key_type=bytes, value_type=bytes, help="CCN -> state"
+    )
+    carm = app.Table(
+        "carm-copies", partitions=partitions, key_type=bytes, value_type=bytes, help="BN -> CARM"
+    )
+    return shipments, carm

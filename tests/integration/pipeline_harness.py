@@ -1,0 +1,138 @@
+"""Runs real `holdwatch` processes (worker, replay) against the test broker, each test in its own
+namespace of topics and consumer group, and reads what the pipeline published."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from schemas.alerts import AlertEvent
+
+HOLDWATCH = [sys.executable, "-m", "streams.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Namespace:
+    """Unique topics and app id for one test, as HOLDWATCH_* environment variables."""
+
+    def __init__(self, bootstrap: str, tmp: Path, partitions: int = 6) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.tmp = tmp
+        self.app_id = f"hw-{tag}"
+        self.topics = {
+            "emanifest": f"emanifest-{tag}",
+            "rns": f"rns-{tag}",
+            "carm": f"carm-{tag}",
+            "alerts": f"alerts-{tag}",
+            "deadletter": f"deadletter-{tag}",
+        }
+        self.env = {
+            **os.environ,
+            "HOLDWATCH_KAFKA_BOOTSTRAP": bootstrap,
+            "HOLDWATCH_APP_ID": self.app_id,
+            "HOLDWATCH_PARTITIONS": str(partitions),
+            "HOLDWATCH_HOME": str(tmp / "home"),
+            **{f"HOLDWATCH_TOPIC_{name.upper()}": topic for name, topic in self.topics.items()},
+        }
+        self.logs: list[Path] = []
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HOLDWATCH, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    @contextmanager
+    def worker(self, name: str = "w1", *args: str) -> Iterator[subprocess.Popen[bytes]]:
+        process = self.start_worker(name, *args)
+        try:
+            yield process
+        finally:
+            stop(process)
+
+    def start_worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"worker-{name}.log"
+        self.logs.append(log)
+        handle = log.open("ab")
+        return subprocess.Popen(
+            [*HOLDWATCH, "worker", "--clock", "event", "--data-dir", str(self.tmp / f"state-{name}"), *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, count: int = 1, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = sum(1 for log in self.logs if log.exists() and b"Worker]: Ready" in log.read_bytes())
+            if ready >= count:
+                return
+            time.sleep(0.5)
+        raise AssertionError("worker not ready:\n" + self.log_tail())
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(
+            f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            for log in self.logs
+            if log.exists()
+        )
+
+    def read_topic(self, name: str) -> list[Any]:
+        topic = self.topics[name]
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            out = []
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                for batch in consumer.poll(timeout_ms=1000).values():
+                    out += batch
+            return out
+        finally:
+            consumer.close()
+
+    def alerts(self) -> list[AlertEvent]:
+        return [AlertEvent.model_validate_json(r.value) for r in self.read_topic("alerts")]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in self.read_topic("deadletter")]
+
+    def wait_for_alerts(self, expected: int, timeout: float = 240, settle: float = 3.0) -> list[AlertEvent]:
+        """Distinct alert events (by event_id) once `expected` arrived and nothing more came for `settle` s."""
+        deadline = time.monotonic() + timeout
+        last_count, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            distinct = {a.event_id: a for a in self.alerts()}
+            if len(distinct) != last_count:
+                last_count, last_change = len(distinct), time.monotonic()
+            if len(distinct) >= expected and time.monotonic() - last_change >= settle:
+                return list(distinct.values())
+            time.sleep(1.0)
+        raise AssertionError(f"{last_count} of {expected} alert events\n" + self.log_tail())
+
+
+def stop(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
