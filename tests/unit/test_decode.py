@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import string
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 import schemas.decode as decode_module
+from schemas.deadletter import DeadLetter, encode_dead_letter, make_dead_letter
 from schemas.decode import (
     MAX_DETAIL_CHARS,
     MAX_VALUE_BYTES,
@@ -353,3 +357,67 @@ def test_valid_events_decode_identically_on_both_paths(event_type: str) -> None:
     raw = decode(KIND_OF[event_type], key, encode(value))
     assert isinstance(raw, Decoded)
     _same(raw, decode_parsed(KIND_OF[event_type], key.decode(), json.loads(encode(value))))
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+def test_a_dead_letter_keeps_the_original_bytes_and_where_they_came_from() -> None:
+    key, value = b"\xff\x00key", b'{"event_type": "\xfe'
+    rejected = decode(TopicKind.EMANIFEST, key, value)
+    assert isinstance(rejected, Rejected)
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=timezone(timedelta(hours=-5)))
+    letter = make_dead_letter(
+        rejected,
+        topic="emanifest.events",
+        partition=3,
+        offset=1234,
+        key=key,
+        value=value,
+        timestamp_ms=1763900000000,
+        now=now,
+    )
+    wire = json.loads(encode_dead_letter(letter))
+    assert wire["reason"] == "not_utf8"
+    assert wire["detail"] == rejected.detail
+    assert (wire["source_topic"], wire["source_partition"], wire["source_offset"]) == (
+        "emanifest.events",
+        3,
+        1234,
+    )
+    assert base64.b64decode(wire["key_b64"]) == key
+    assert base64.b64decode(wire["value_b64"]) == value
+    assert wire["source_timestamp_ms"] == 1763900000000
+    assert wire["dead_lettered_at"] == "2026-11-23T14:00:00Z"
+    assert DeadLetter.model_validate_json(encode_dead_letter(letter)) == letter
+
+
+def test_a_dead_letter_for_a_tombstone_without_key_has_null_bytes() -> None:
+    rejected = decode(TopicKind.CARM, None, None)
+    assert isinstance(rejected, Rejected)
+    letter = make_dead_letter(
+        rejected,
+        topic="carm.readiness",
+        partition=None,
+        offset=None,
+        key=None,
+        value=None,
+        timestamp_ms=None,
+        now=datetime(2026, 11, 23, tzinfo=UTC),
+    )
+    wire = json.loads(encode_dead_letter(letter))
+    assert (wire["reason"], wire["key_b64"], wire["value_b64"]) == ("missing_key", None, None)
+
+
+def test_a_dead_letter_needs_an_aware_clock() -> None:
+    with pytest.raises(ValidationError):
+        make_dead_letter(
+            Rejected(DeadLetterReason.NOT_JSON, "x"),
+            topic="t",
+            partition=0,
+            offset=0,
+            key=None,
+            value=b"x",
+            timestamp_ms=None,
+            now=datetime(2026, 11, 23),  # noqa: DTZ001 - the naive case under test
+        )
