@@ -250,7 +250,8 @@ def fetch_broker_jars(version: str, home: Path, *, progress: Progress = _silent)
             shutil.rmtree(staging, ignore_errors=True)
             raise BrokerError(
                 f"could not fetch Kafka {version} with Maven (exit {result.returncode}); "
-                f"is Maven Central reachable? Last lines of {fetch_log}:\n{tail(fetch_log)}"
+                "does that version exist, and is Maven Central reachable? "
+                f"Last lines of {fetch_log}:\n{tail(fetch_log)}"
             )
         (staging / ".complete").write_text(f"{version}\n")
         shutil.rmtree(libs, ignore_errors=True)

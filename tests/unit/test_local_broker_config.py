@@ -11,6 +11,7 @@ from streams.broker import (
     BrokerError,
     BrokerPorts,
     LocalBroker,
+    fetch_broker_jars,
     jvm_options,
     kafka_major,
     logging_backend,
@@ -109,3 +110,61 @@ def test_jvm_heap_and_logging_flags(tmp_path: Path) -> None:
     for flag in (*v3, *v4):
         if "log4j" in flag:
             assert Path(flag.split("=", 1)[1].removeprefix("file:")).is_file()
+
+
+FAKE_MVN = """#!/bin/sh
+# Stands in for Maven: records the call, then "downloads" the broker jar (or fails on request).
+echo "$@" >> "$FAKE_MVN_CALLS"
+[ -n "$FAKE_MVN_FAIL" ] && { echo "Could not find artifact org.apache.kafka:kafka_2.13"; exit 1; }
+for arg in "$@"; do
+  case "$arg" in
+    -Dkafka.version=*) version="${arg#-Dkafka.version=}" ;;
+    -DoutputDirectory=*) out="${arg#-DoutputDirectory=}" ;;
+  esac
+done
+mkdir -p "$out" && touch "$out/kafka_2.13-$version.jar" "$out/kafka-clients-$version.jar"
+"""
+
+
+@pytest.fixture
+def fake_mvn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    mvn = bin_dir / "mvn"
+    mvn.write_text(FAKE_MVN)
+    mvn.chmod(0o755)
+    calls = tmp_path / "mvn-calls"
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("FAKE_MVN_CALLS", str(calls))
+    return calls
+
+
+def test_jars_are_fetched_once_then_served_from_the_cache(tmp_path: Path, fake_mvn: Path) -> None:
+    home = tmp_path / "home"
+    libs = fetch_broker_jars("3.9.2", home)
+    assert libs == home / "kafka" / "3.9.2" / "libs"
+    assert (libs / "kafka_2.13-3.9.2.jar").is_file()
+    assert fetch_broker_jars("3.9.2", home) == libs
+    calls = fake_mvn.read_text().splitlines()
+    assert len(calls) == 1
+    assert "-Dkafka.logging=reload4j" in calls[0] and "-DincludeScope=runtime" in calls[0]
+    assert "maven-dependency-plugin:3.8.1:copy-dependencies" in calls[0]
+    fetch_broker_jars("4.1.0", home)
+    assert "-Dkafka.logging=log4j2" in fake_mvn.read_text().splitlines()[1]
+
+
+def test_a_failed_fetch_says_why_and_leaves_no_half_cache(
+    tmp_path: Path, fake_mvn: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MVN_FAIL", "1")
+    home = tmp_path / "home"
+    with pytest.raises(BrokerError, match="Could not find artifact"):
+        fetch_broker_jars("3.9.2", home)
+    assert not (home / "kafka" / "3.9.2" / "libs").exists()
+    assert not list((home / "kafka" / "3.9.2").glob("libs.partial-*"))
+
+
+def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BrokerError, match=r"`mvn` is not on PATH.*HOLDWATCH_KAFKA_BOOTSTRAP"):
+        fetch_broker_jars("3.9.2", tmp_path / "home")
