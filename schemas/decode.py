@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import CoreConfig, ErrorDetails, SchemaValidator
 
 from schemas.carm import CarmEvent, CarmSnapshot
-from schemas.common import ImporterBn
+from schemas.common import SCHEMA_VERSION, ImporterBn
 from schemas.emanifest import (
     Cancelled,
     CargoAccepted,
@@ -230,7 +230,9 @@ def _classify(exc: ValidationError, raw: bytes | None) -> Rejected:
     errors = exc.errors(include_url=False)
     first = errors[0]
     reason = _reason(first, raw)
-    if first["loc"]:
+    if reason is DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION:
+        text = f"schema_version {_short(first['input'])} is not supported (supported: {SCHEMA_VERSION})"
+    elif first["loc"]:
         path = ".".join(str(part) for part in first["loc"])
         text = f"{path}: {first['msg']}"
         if reason is not DeadLetterReason.MISSING_FIELD:
