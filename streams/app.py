@@ -20,11 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry
 
+from schemas.alerts import AlertEvent
 from schemas.decode import Decoded, Rejected, TopicKind, decode
 from schemas.deadletter import encode_dead_letter, make_dead_letter
 from streams.kafka_config import faust_broker_settings
-from streams.processor import CONTROL_HEADER, ClockMode, Output, PartitionProcessor, RawRecord, Source
+from streams.metrics import PipelineMetrics
+from streams.processor import (
+    CONTROL_HEADER,
+    ClockMode,
+    Output,
+    PartitionProcessor,
+    RawRecord,
+    Source,
+    is_replayed,
+)
 from streams.protocol import Tick
 from streams.settings import Settings
 from streams.tables import carm_view, define_tables, shipment_view
@@ -49,6 +60,7 @@ def build_app(
     data_dir: Path,
     store: str | None = None,
     wall_tick_s: float = 1.0,
+    registry: CollectorRegistry | None = None,
 ) -> faust.App:
     store_name = store or settings.store
     app = faust.App(
@@ -83,7 +95,14 @@ def build_app(
     shipments_table, carm_table = define_tables(app, settings.partitions)
     processors: dict[int, PartitionProcessor] = {}
     stats = WorkerStats()
+    metrics = PipelineMetrics(registry or CollectorRegistry())
     app.holdwatch_stats = stats  # type: ignore[attr-defined]
+    app.holdwatch_metrics = metrics  # type: ignore[attr-defined]
+    last_offsets: dict[tuple[str, int], int] = {}
+
+    def count_open(found: PartitionProcessor, sign: int) -> None:
+        for severity, count in found.open_alerts().items():
+            metrics.open_alerts.labels(severity).inc(sign * count)
 
     def processor(partition: int) -> PartitionProcessor:
         found = processors.get(partition)
@@ -96,6 +115,7 @@ def build_app(
                 clock,
             )
             processors[partition] = found
+            count_open(found, +1)
         return found
 
     @app.on_partitions_assigned.connect
@@ -103,7 +123,7 @@ def build_app(
         keep = {tp.partition for tp in assigned if tp.topic == control_name}
         for partition in list(processors):
             if partition not in keep:
-                del processors[partition]  # its records will be redelivered to the new owner
+                count_open(processors.pop(partition), -1)  # its records are redelivered to the new owner
 
     async def send_dead_letter(rejected: Rejected, record: RawRecord, topic: str) -> None:
         letter = make_dead_letter(
@@ -119,11 +139,36 @@ def build_app(
         stats.dead_letters += 1
         await dead_letters.send(key=record.key, value=encode_dead_letter(letter))
 
+    def observe(alert: AlertEvent, trigger: RawRecord, now: float) -> None:
+        metrics.alert_events.labels(alert.action, alert.severity or "none").inc()
+        for detail in alert.details:
+            metrics.alert_rules.labels(detail.code, detail.severity).inc()
+        if alert.action == "raised" and alert.severity:
+            metrics.open_alerts.labels(alert.severity).inc()
+        elif alert.action == "resolved" and alert.previous_severity:
+            metrics.open_alerts.labels(alert.previous_severity).dec()
+        elif alert.previous_severity and alert.severity and alert.previous_severity != alert.severity:
+            metrics.open_alerts.labels(alert.previous_severity).dec()
+            metrics.open_alerts.labels(alert.severity).inc()
+        traffic = "replay" if is_replayed(trigger) else "live"
+        metrics.event_to_alert.labels(traffic).observe(max(0.0, now - alert.at.timestamp()))
+        if trigger.timestamp_ms is not None and trigger.source != "control":
+            metrics.kafka_to_alert.labels(traffic).observe(max(0.0, now - trigger.timestamp_ms / 1000))
+
     async def emit(out: Output, topic_of: dict[str, str]) -> None:
-        for alert in out.alerts:
-            await alerts.send(key=alert.ccn.encode(), value=alert.model_dump_json(exclude_none=True).encode())
+        now = time.time()
+        for alert, trigger in zip(out.alerts, out.triggers, strict=True):
+            await alerts.send(
+                key=alert.ccn.encode(),
+                value=alert.model_dump_json(exclude_none=True).encode(),
+                timestamp=now,
+            )
+            observe(alert, trigger, now)
         stats.alerts += len(out.alerts)
+        for record, event_type in out.applied:
+            metrics.events_consumed.labels(record.source, event_type).inc()
         for rejected, record in out.rejected:
+            metrics.dead_letters.labels(str(rejected.reason)).inc()
             await send_dead_letter(rejected, record, topic_of[record.source])
 
     source_topic = {source: topic for topic, source in sources.items()}
@@ -143,6 +188,8 @@ def build_app(
                 event,
             )
             stats.records += 1
+            last_offsets[(message.topic, message.partition)] = message.offset
+            metrics.last_input.set_to_current_time()
             out = Output()
             try:
                 processor(message.partition).on_record(record, out)
@@ -162,7 +209,10 @@ def build_app(
         async for event in stream.events():
             message = event.message
             result = decode(TopicKind.CARM, message.key, message.value)
+            last_offsets[(message.topic, message.partition)] = message.offset
+            metrics.last_input.set_to_current_time()
             if isinstance(result, Rejected):
+                metrics.dead_letters.labels(str(result.reason)).inc()
                 record = RawRecord(
                     "control", message.partition, message.offset, message.key, message.value, None, None
                 )
@@ -189,6 +239,22 @@ def build_app(
                     await control.send(
                         key=None, value=tick, partition=tp.partition, headers=[(CONTROL_HEADER, b"tick")]
                     )
+
+    @app.timer(interval=5.0)
+    async def gauges() -> None:  # noqa: RUF029
+        lag: dict[str, int] = {}
+        for tp in app.consumer.assignment():
+            highwater = app.consumer.highwater(tp)
+            if highwater is None or tp.topic.endswith("-changelog"):
+                continue
+            seen = last_offsets.get((tp.topic, tp.partition), -1)
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - seen - 1)
+        for topic, value in lag.items():
+            metrics.consumer_lag.labels(topic).set(value)
+        metrics.shipments.set(sum(len(p.runner.shipments) for p in processors.values()))
+        metrics.importers.set(max((len(p.runner.carm) for p in processors.values()), default=0))
+        metrics.pending_deadlines.set(sum(p.runner.pending_deadlines() for p in processors.values()))
+        metrics.held_for_order.set(sum(p.held() for p in processors.values()))
 
     @app.timer(interval=10.0)
     async def heartbeat() -> None:

@@ -50,6 +50,23 @@ class Output:
     alerts: list[AlertEvent] = field(default_factory=list)
     rejected: list[tuple[Rejected, RawRecord]] = field(default_factory=list)
     done: list[RawRecord] = field(default_factory=list)
+    triggers: list[RawRecord] = field(default_factory=list)
+    """The record whose processing produced each alert (same length as `alerts`)."""
+    applied: list[tuple[RawRecord, str]] = field(default_factory=list)
+    """Records applied, with their event type (for metrics)."""
+
+    def add_alerts(self, alerts: list[AlertEvent], trigger: RawRecord) -> None:
+        if alerts:
+            self.alerts += alerts
+            self.triggers += [trigger] * len(alerts)
+
+
+def is_replayed(record: RawRecord) -> bool:
+    """Stamped by `holdwatch replay` (a seq header or a replay tick)."""
+    return (
+        header_value(record.headers, SEQ_HEADER) is not None
+        or header_value(record.headers, TICK_HEADER) is not None
+    )
 
 
 StoreFactory = Callable[[int], tuple[MutableMapping[str, ShipmentState], MutableMapping[str, CarmSnapshot]]]
@@ -102,14 +119,14 @@ class PartitionProcessor:
             if kind == b"tick":
                 tick = _parse_tick(record, out)
                 if tick is not None:
-                    out.alerts += runner.advance(tick.time, inclusive=True)
+                    out.add_alerts(runner.advance(tick.time, inclusive=True), record)
             elif kind == b"carm":
                 self._apply_carm(record, out)
             return
         if header_value(record.headers, TICK_HEADER) is not None:
             tick = _parse_tick(record, out)
             if tick is not None and self.clock == "event":
-                out.alerts += runner.advance(tick.time, inclusive=tick.final)
+                out.add_alerts(runner.advance(tick.time, inclusive=tick.final), record)
             return
         kind_of = TopicKind.EMANIFEST if record.source == "emanifest" else TopicKind.RNS
         result = decode(kind_of, record.key, record.value)
@@ -118,7 +135,8 @@ class PartitionProcessor:
             return
         event = result.event
         assert event is not None and not isinstance(event, CarmSnapshot)
-        out.alerts += runner.on_shipment_event(event)  # type: ignore[arg-type]
+        out.applied.append((record, event.event_type))
+        out.add_alerts(runner.on_shipment_event(event), record)
 
     def _apply_carm(self, record: RawRecord, out: Output) -> None:
         # Validated by the CARM agent before the broadcast; decoded again here from the same bytes.
@@ -126,20 +144,25 @@ class PartitionProcessor:
         if not isinstance(result, Decoded):
             return
         snapshot = result.event
+        out.applied.append((record, "carm_snapshot" if snapshot is not None else "carm_tombstone"))
         if isinstance(snapshot, CarmSnapshot):
-            out.alerts += self.runner.on_carm(result.key, snapshot, snapshot.occurred_at)
+            out.add_alerts(self.runner.on_carm(result.key, snapshot, snapshot.occurred_at), record)
         elif snapshot is None:
             ms = record.timestamp_ms
             at = datetime.fromtimestamp(ms / 1000, tz=UTC) if ms is not None else self.runner.clock
             if at is not None:
-                out.alerts += self.runner.on_carm(result.key, None, at)
-
-    def wall_tick(self, now: datetime) -> list[AlertEvent]:
-        """The wall clock passed `now` (live mode)."""
-        return self.runner.advance(now, inclusive=True)
+                out.add_alerts(self.runner.on_carm(result.key, None, at), record)
 
     def held(self) -> int:
         return len(self.aligner)
+
+    def open_alerts(self) -> dict[str, int]:
+        """Open lifecycles by severity (for the gauge, after recovery)."""
+        counts = {"warning": 0, "critical": 0}
+        for s in self.runner.states():
+            if s.severity is not None:
+                counts[s.severity] += 1
+        return counts
 
 
 def _parse_tick(record: RawRecord, out: Output) -> Tick | None:

@@ -32,6 +32,7 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         self._encode = encode
         self._decode = decode
         self._cache: dict[str, V] = {}
+        self._complete = False  # every key of the partition is in the cache
 
     def __getitem__(self, key: str) -> V:
         value = self._cache.get(key)
@@ -52,12 +53,22 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         del self._table[key.encode()]
 
     def __iter__(self) -> Iterator[str]:
+        if self._complete:
+            yield from list(self._cache)
+            return
         for key, raw in list(self._table.items()):
             if raw is not None and raw.startswith(self._prefix):
-                yield key.decode() if isinstance(key, bytes) else str(key)
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                if text not in self._cache:
+                    self._cache[text] = self._decode(raw.split(b"|", 1)[1])
+                yield text
+        self._complete = True
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        if not self._complete:
+            for _ in self:
+                pass
+        return len(self._cache)
 
 
 def shipment_view(table: Any, partition: int) -> PartitionView[ShipmentState]:

@@ -34,6 +34,7 @@ class EventTimeRunner:
     _carm_ids: dict[str, deque[str]] = field(default_factory=dict)
     _open_by_importer: dict[str, set[str]] = field(default_factory=dict)
     _heap: list[tuple[datetime, str]] = field(default_factory=list)
+    _scheduled: dict[str, datetime] = field(default_factory=dict)
 
     # --- clock -----------------------------------------------------------------
     def advance(self, to: datetime, *, inclusive: bool = False) -> list[AlertEvent]:
@@ -42,9 +43,10 @@ class EventTimeRunner:
         heap = self._heap
         while heap and (heap[0][0] < to or (inclusive and heap[0][0] == to)):
             due, ccn = heapq.heappop(heap)
-            s = self.shipments[ccn]
-            if engine.next_deadline(s, self.thresholds) != due:
+            if self._scheduled.get(ccn) != due:
                 continue  # stale entry: the ETA moved or the deadline already fired
+            del self._scheduled[ccn]
+            s = self.shipments[ccn]
             out += engine.fire_deadlines(s, self._carm_for(s), due, self.thresholds, inclusive=True)
             self._after_change(s)
         if self.clock is None or to > self.clock:
@@ -111,8 +113,14 @@ class EventTimeRunner:
                 if open_set is not None:
                     open_set.discard(s.ccn)
         due = engine.next_deadline(s, self.thresholds)
-        if due is not None:
+        if due is None:
+            self._scheduled.pop(s.ccn, None)
+        elif self._scheduled.get(s.ccn) != due:
+            self._scheduled[s.ccn] = due
             heapq.heappush(self._heap, (due, s.ccn))
+
+    def pending_deadlines(self) -> int:
+        return len(self._scheduled)
 
     def states(self) -> Iterator[ShipmentState]:
         return iter(self.shipments.values())
@@ -120,6 +128,7 @@ class EventTimeRunner:
     def rebuild_index(self) -> None:
         """Rebuild the deadline heap and the importer index from the stored states (after recovery)."""
         self._heap.clear()
+        self._scheduled.clear()
         self._open_by_importer.clear()
         for s in self.shipments.values():
             self._index(s)

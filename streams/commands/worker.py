@@ -28,12 +28,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--store", choices=("rocksdb", "memory"), help="table store (default HOLDWATCH_STORE)")
     parser.add_argument("--data-dir", type=Path, help="local table state (default HOLDWATCH_STATE_DIR or ~/.cache)")
+    parser.add_argument(
+        "--metrics-addr", default="0.0.0.0", help="address for /metrics (port: HOLDWATCH_METRICS_PORT, 0 = off)"
+    )
     parser.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
+    from prometheus_client import CollectorRegistry, start_http_server
 
     from streams.admin import ensure_topics
     from streams.app import build_app
@@ -50,7 +54,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except KafkaConfigError as exc:
         print(f"holdwatch worker: {exc}", file=sys.stderr)
         return 2
-    app = build_app(settings, clock=clock, data_dir=data_dir, store=args.store)
+    registry = CollectorRegistry()
+    app = build_app(settings, clock=clock, data_dir=data_dir, store=args.store, registry=registry)
+    if settings.metrics_port:
+        try:
+            start_http_server(settings.metrics_port, addr=args.metrics_addr, registry=registry)
+        except OSError as exc:
+            print(f"holdwatch worker: cannot serve /metrics on port {settings.metrics_port}: {exc}", file=sys.stderr)
+            return 2
+        print(f"worker: metrics on http://{args.metrics_addr}:{settings.metrics_port}/metrics", file=sys.stderr)
     print(f"worker: app {settings.app_id}, clock {clock}, state in {data_dir}", file=sys.stderr)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -44,6 +44,7 @@ class Namespace:
             "HOLDWATCH_APP_ID": self.app_id,
             "HOLDWATCH_PARTITIONS": str(partitions),
             "HOLDWATCH_HOME": str(tmp / "home"),
+            "HOLDWATCH_METRICS_PORT": "0",
             **{f"HOLDWATCH_TOPIC_{name.upper()}": topic for name, topic in self.topics.items()},
         }
         self.logs: list[Path] = []
