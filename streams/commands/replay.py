@@ -1,0 +1,176 @@
+"""`holdwatch replay`: publish event logs to the input topics (docs/replay.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings
+
+
+def parse_speed(text: str) -> float | None:
+    """`max` -> None (as fast as possible), `realtime` -> 1.0, N -> N (a float > 0)."""
+    lowered = text.strip().lower()
+    if lowered == "max":
+        return None
+    if lowered == "realtime":
+        return 1.0
+    try:
+        value = float(lowered.removesuffix("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--speed is max, realtime or a number > 0, got {text!r}") from exc
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"--speed must be a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from exc
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "replay",
+        help="publish event logs to the input topics, in the log's order and on its clock",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Publish event logs (JSON Lines, .gz too; the format `holdwatch simulate` writes and
+`holdwatch backtest` reads) to HOLDWATCH_TOPIC_EMANIFEST / _RNS / _CARM, so that a pipeline
+running `holdwatch worker --clock event` produces the alerts the back-test produces.
+
+What it sends:
+  * every record with its key, its value as compact JSON bytes (malformed values too: the
+    pipeline dead-letters them), Kafka timestamp = the line's `timestamp`, else the value's
+    occurred_at, else the replay's event time so far, and header hw-seq = its position in the
+    whole replay (1, 2, 3, ... across files);
+  * every --tick-every records, and once at the end (final), a tick to EVERY partition of the
+    eManifest and RNS topics: "nothing before seq S follows here; event time is T". The final
+    tick carries the log's last event time, so every deadline up to it fires in every partition.
+  * CARM barrier: the log's leading carm.readiness records are sent first; then replay waits
+    until the consumer group HOLDWATCH_APP_ID has committed them all, so no shipment event can
+    overtake the snapshot it is judged against. Without a running pipeline it warns after
+    --barrier-timeout seconds and carries on.
+
+Unreadable lines and records of other topics are reported (file:line) and skipped. Progress
+goes to stderr every 2 s, a summary at the end. Exit codes: 0 done, 1 Kafka failure,
+2 bad arguments / missing files / no broker configured, 130 interrupted.""",
+    )
+    parser.add_argument(
+        "logs", nargs="+", type=Path, metavar="LOG", help="event log file(s), in replay order"
+    )
+    parser.add_argument(
+        "--speed",
+        type=parse_speed,
+        default=None,
+        metavar="max|realtime|N",
+        help=(
+            "max (default): as fast as possible; realtime: event time advances at wall-clock speed; "
+            "N: N times real time (e.g. 600 = ten minutes of events per second). A gap longer than "
+            "60 s of wall time is cut to 60 s"
+        ),
+    )
+    parser.add_argument(
+        "--no-carm-barrier",
+        dest="carm_barrier",
+        action="store_false",
+        help="do not wait for the pipeline to consume the leading CARM snapshots",
+    )
+    parser.add_argument(
+        "--barrier-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="S",
+        help="give up waiting at the CARM barrier after S seconds, with a warning (default 120)",
+    )
+    parser.add_argument(
+        "--tick-every",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="send a tick after every N records (default 500)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import co_partitioning_problems, ensure_topics
+    from streams.kafka_config import KafkaConfigError, kafka_python_config
+    from streams.replay import (
+        KafkaPythonSender,
+        ReplayError,
+        ReplayOptions,
+        ReplayTopics,
+        kafka_barrier,
+        log_items,
+        plan_replay,
+        run_replay,
+    )
+
+    missing = [str(path) for path in args.logs if not path.is_file()]
+    if missing:
+        _say(f"holdwatch replay: no such file: {', '.join(missing)}")
+        return 2
+    topics = ReplayTopics.from_settings(settings)
+    try:
+        topics.kinds()
+        config: dict[str, Any] = dict(kafka_python_config(settings))
+    except (ValueError, KafkaConfigError) as exc:
+        _say(f"holdwatch replay: {exc}")
+        return 2
+    bootstrap = config["bootstrap_servers"]
+    try:
+        results = ensure_topics(settings)
+    except Exception as exc:  # noqa: BLE001 - a broker problem is reported, not a traceback
+        _say(f"holdwatch replay: cannot prepare the topics on {bootstrap}: {type(exc).__name__}: {exc}")
+        return 1
+    problems = co_partitioning_problems(results)
+    for problem in problems:
+        _say(f"holdwatch replay: {problem}")
+    if problems:
+        return 1
+    try:
+        sender = KafkaPythonSender.create(config)
+    except Exception as exc:  # noqa: BLE001 - unreachable broker, bad credentials: said plainly
+        _say(f"holdwatch replay: cannot connect a producer to {bootstrap}: {type(exc).__name__}: {exc}")
+        return 1
+    options = ReplayOptions(speed=args.speed, tick_every=args.tick_every, carm_barrier=args.carm_barrier)
+    speed = "max" if args.speed is None else f"{args.speed:g}x real time"
+    _say(f"replay: {len(args.logs)} log(s) to {bootstrap}, speed {speed}, tick every {args.tick_every}")
+    actions = plan_replay(
+        log_items(args.logs), topics, tick_every=args.tick_every, carm_barrier=args.carm_barrier
+    )
+    wait = kafka_barrier(config, settings.app_id, args.barrier_timeout, say=_say)
+    try:
+        report = run_replay(actions, topics, options, sender, wait_barrier=wait, say=_say)
+    except ReplayError as exc:
+        _say(f"holdwatch replay: failed: {exc}")
+        return 1
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # a truncated .gz, a file that is not UTF-8
+        _say(f"holdwatch replay: cannot read the log: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        sender.close()
+    _say(report.summary())
+    return 130 if report.interrupted else 0

@@ -1,0 +1,793 @@
+"""`holdwatch replay`: publish event logs so that a pipeline sees the log's order and clock.
+
+Kafka keeps order only inside one topic-partition, while the back-test applies a log in
+file order across topics. Replay therefore stamps each record with its position in the
+log (`hw-seq`), sends ticks to every partition of the CCN-keyed topics (streams/protocol.py)
+and, before any shipment event, waits until the pipeline has consumed the log's leading
+CARM snapshots (the barrier: a snapshot must not be overtaken by the shipments it judges).
+
+Functional core: `ReplayPlanner` turns log lines into actions (publish, tick, barrier,
+skip) and is tested without a broker. Thin shell: `run_replay` sends them through a
+`Sender`, paces them (`--speed`), waits at the barrier and reports progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeAlias
+
+from schemas.decode import Decoded, TopicKind, decode_parsed, topic_kinds
+from schemas.eventlog import BadLine, LogRecord, read_log
+from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick
+from streams.settings import Settings
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+"""Tick time before any valid event: earlier than every real event, so it fires nothing
+(the back-test also uses the epoch for a CARM tombstone seen before any event time)."""
+
+DEFAULT_TICK_EVERY: Final = 500
+UNKNOWN_TOPIC: Final = "unknown_topic"
+TICK_VALUE_HEADERS: Final = [(TICK_HEADER, b"1")]
+
+
+# --------------------------------------------------------------------------------------
+# Functional core: log lines -> actions
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTopics:
+    """The three input topics (Settings.topic_*). Ticks go to the CCN-keyed two only."""
+
+    emanifest: str
+    rns: str
+    carm: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReplayTopics:
+        return cls(settings.topic_emanifest, settings.topic_rns, settings.topic_carm)
+
+    def kinds(self) -> dict[str, TopicKind]:
+        """Topic name -> kind; raises ValueError if two names are the same."""
+        return topic_kinds(self.emanifest, self.rns, self.carm)
+
+    @property
+    def ticked(self) -> tuple[str, str]:
+        return (self.emanifest, self.rns)
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Send one log record."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    seq: int
+    source: str  # "file:line", for messages
+    event_time: datetime | None = None  # the replay clock after this record, if it moved it
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(SEQ_HEADER, str(self.seq).encode("ascii"))]
+
+
+@dataclass(frozen=True, slots=True)
+class TickAll:
+    """Send `tick` to every partition of each of `topics`."""
+
+    topics: tuple[str, ...]
+    tick: Tick
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Flush, then wait until the pipeline has consumed the `records` CARM records sent so far."""
+
+    topic: str
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A log line that is not published: unreadable, or not for an input topic."""
+
+    source: str
+    reason: str
+    detail: str
+
+
+Action: TypeAlias = Publish | TickAll | Barrier | Skip
+
+
+def _aware_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else None
+
+
+def _epoch_ms(when: datetime) -> int:
+    return (when - EPOCH) // timedelta(milliseconds=1)
+
+
+def _from_epoch_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def value_bytes(value: Any) -> bytes | None:
+    """The value as compact JSON, as the log holds it; None stays a tombstone.
+
+    Strings with lone surrogates (legal JSON escapes, not encodable as UTF-8) fall back to
+    ASCII escapes, so the bytes are still the same JSON value and nothing crashes.
+    """
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def key_bytes(key: str | None) -> bytes | None:
+    # surrogatepass: a broken key is published as broken bytes; the pipeline dead-letters it.
+    return None if key is None else key.encode("utf-8", errors="surrogatepass")
+
+
+@dataclass(slots=True)
+class ReplayPlanner:
+    """Turns log lines, in replay order, into actions. Pure: no I/O, no clock.
+
+    The replay clock follows the back-test's: the latest `occurred_at` of a record the
+    pipeline would accept (a CARM tombstone counts with its log timestamp). Records that
+    will be dead-lettered are published but do not move it, so ticks never claim an event
+    time that the back-test never reaches.
+    """
+
+    topics: ReplayTopics
+    tick_every: int = DEFAULT_TICK_EVERY
+    carm_barrier: bool = True
+    last_seq: int = 0
+    clock: datetime | None = None
+    ticks: int = 0
+    _kinds: dict[str, TopicKind] = field(default_factory=dict)
+    _carm_prefix: int = 0
+    _past_prefix: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tick_every < 1:
+            raise ValueError(f"tick_every must be >= 1, got {self.tick_every}")
+        self._kinds = self.topics.kinds()
+
+    def feed(self, source: str, item: LogRecord | BadLine) -> list[Action]:
+        """The actions for one log line (`source` names its file)."""
+        if isinstance(item, BadLine):
+            return [Skip(f"{source}:{item.line}", item.reason, item.detail)]
+        kind = self._kinds.get(item.topic)
+        if kind is None:
+            detail = (
+                f"line {item.line}: topic {item.topic!r} is not an input topic "
+                f"({self.topics.emanifest}, {self.topics.rns}, {self.topics.carm})"
+            )
+            return [Skip(f"{source}:{item.line}", UNKNOWN_TOPIC, detail)]
+        actions: list[Action] = []
+        if not self._past_prefix:
+            if kind is TopicKind.CARM:
+                self._carm_prefix += 1
+            else:
+                self._past_prefix = True
+                if self.carm_barrier and self._carm_prefix:
+                    actions.append(Barrier(self.topics.carm, self._carm_prefix))
+        moved_to = self._advance(kind, item)
+        self.last_seq += 1
+        actions.append(
+            Publish(
+                topic=item.topic,
+                key=key_bytes(item.key),
+                value=value_bytes(item.value),
+                timestamp_ms=self._timestamp_ms(item),
+                seq=self.last_seq,
+                source=f"{source}:{item.line}",
+                event_time=moved_to,
+            )
+        )
+        if self.last_seq % self.tick_every == 0:
+            actions.append(self.tick())
+        return actions
+
+    def tick(self, *, final: bool = False) -> TickAll:
+        """A tick for everything published so far, at the replay clock."""
+        self.ticks += 1
+        return TickAll(self.topics.ticked, Tick(self.last_seq + 1, self.clock or EPOCH, final))
+
+    def finish(self) -> list[Action]:
+        """The final tick: every partition reaches the log's last event time."""
+        return [self.tick(final=True)]
+
+    def _advance(self, kind: TopicKind, item: LogRecord) -> datetime | None:
+        """Move the clock to this record's event time if the pipeline would accept it and it is later."""
+        when = self._event_time(kind, item)
+        if when is None or (self.clock is not None and when <= self.clock):
+            return None
+        self.clock = when
+        return when
+
+    def _event_time(self, kind: TopicKind, item: LogRecord) -> datetime | None:
+        """The time the back-test evaluates this record at; None if it is dead-lettered or has none."""
+        value = item.value
+        if value is None:  # a tombstone: its log timestamp, if the pipeline accepts it
+            if item.timestamp is None or not isinstance(decode_parsed(kind, item.key, None), Decoded):
+                return None
+            return _from_epoch_ms(item.timestamp)
+        if not isinstance(value, dict):
+            return None
+        candidate = _aware_time(value.get("occurred_at"))
+        if candidate is not None and self.clock is not None and candidate <= self.clock:
+            return None  # cannot move the clock, valid or not: spare the decode
+        decoded = decode_parsed(kind, item.key, value)
+        if not isinstance(decoded, Decoded) or decoded.event is None:
+            return None
+        return decoded.event.occurred_at
+
+    def _timestamp_ms(self, item: LogRecord) -> int:
+        """The log's timestamp, else the value's occurred_at, else the replay clock so far.
+
+        Never the wall clock: the pipeline takes a tombstone's time from its record timestamp
+        and the back-test takes the clock so far (the epoch before any event), and "now" would
+        jump a historical replay's clock to today and fire every deadline at once.
+        """
+        if item.timestamp is not None:
+            return item.timestamp
+        if isinstance(item.value, dict):
+            occurred = _aware_time(item.value.get("occurred_at"))
+            if occurred is not None and occurred >= EPOCH:
+                return _epoch_ms(occurred)
+        return _epoch_ms(self.clock or EPOCH)
+
+
+def log_items(paths: Iterable[Path]) -> Iterator[tuple[str, LogRecord | BadLine]]:
+    """Every line of every log, in order, with the file it came from (streaming)."""
+    for path in paths:
+        name = str(path)
+        for item in read_log(path):
+            yield name, item
+
+
+def plan_replay(
+    items: Iterable[tuple[str, LogRecord | BadLine]],
+    topics: ReplayTopics,
+    *,
+    tick_every: int = DEFAULT_TICK_EVERY,
+    carm_barrier: bool = True,
+) -> Iterator[Action]:
+    """The whole replay as actions, ending with the final tick."""
+    planner = ReplayPlanner(topics, tick_every=tick_every, carm_barrier=carm_barrier)
+    for source, item in items:
+        yield from planner.feed(source, item)
+    yield from planner.finish()
+
+
+# --------------------------------------------------------------------------------------
+# Pacing (--speed)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Pacer:
+    """Maps event time to wall time at `speed`× real time, anchored at the first record.
+
+    Anchored (not record-to-record) so that per-record overhead does not accumulate. A gap
+    longer than `max_sleep_s` of wall time is cut to `max_sleep_s` and the anchor moves:
+    replaying a log with a quiet night at realtime speed should not stall for hours.
+    """
+
+    speed: float
+    max_sleep_s: float = 60.0
+    _anchor: tuple[float, datetime] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"speed must be > 0, got {self.speed}")
+
+    def delay(self, event_time: datetime, now: float) -> tuple[float, bool]:
+        """Seconds to wait before publishing a record at `event_time`; True if the gap was cut."""
+        if self._anchor is None:
+            self._anchor = (now, event_time)
+            return 0.0, False
+        wall0, event0 = self._anchor
+        due = wall0 + (event_time - event0).total_seconds() / self.speed
+        wait = due - now
+        if wait > self.max_sleep_s:
+            self._anchor = (now + self.max_sleep_s, event_time)
+            return self.max_sleep_s, True
+        return max(0.0, wait), False
+
+    def event_time_at(self, now: float) -> datetime | None:
+        """The event time that wall instant `now` stands for (None before the first record)."""
+        if self._anchor is None:
+            return None
+        wall0, event0 = self._anchor
+        return event0 + timedelta(seconds=(now - wall0) * self.speed)
+
+
+def gap_tick_time(clock: datetime | None, paced: datetime | None, next_time: datetime) -> datetime:
+    """Tick time while waiting for the next record: the paced event time, but never earlier
+    than the clock and always before the next record (the back-test fires deadlines before
+    that record only if they are strictly earlier than it)."""
+    floor = clock or EPOCH
+    ceiling = next_time - timedelta(milliseconds=1)
+    when = paced if paced is not None else floor
+    return max(floor, min(when, ceiling))
+
+
+# --------------------------------------------------------------------------------------
+# Shell: sending, barrier, progress
+# --------------------------------------------------------------------------------------
+
+
+class ReplayError(RuntimeError):
+    """The replay could not publish (delivery failure, missing topic)."""
+
+
+class Sender(Protocol):
+    """What the replay needs from a Kafka producer."""
+
+    def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int | None,
+        partition: int | None = None,
+    ) -> None: ...
+
+    def partitions(self, topic: str) -> list[int]: ...
+
+    def flush(self) -> None:
+        """Wait for every sent record; raise ReplayError if any failed."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierOutcome:
+    passed: bool
+    waited_s: float
+    detail: str
+
+
+BarrierWait: TypeAlias = Callable[[Barrier], BarrierOutcome]
+
+
+@dataclass(frozen=True, slots=True)
+class WallClock:
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    speed: float | None = None  # None = as fast as possible
+    tick_every: int = DEFAULT_TICK_EVERY
+    carm_barrier: bool = True
+    progress_every_s: float = 2.0
+    max_sleep_s: float = 60.0
+    gap_tick_every_s: float = 1.0
+    skip_messages_per_reason: int = 20
+
+
+@dataclass
+class ReplayReport:
+    records: int = 0
+    ticks: int = 0  # ticks (each one sent to every partition of the ticked topics)
+    tick_messages: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    barrier: str = "none"  # none | passed | timed out | off
+    first_event: datetime | None = None
+    end: datetime | None = None  # the event time of the final tick
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        skipped = sum(self.skipped.values())
+        by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items()))
+        lines = [
+            f"replay {'INTERRUPTED' if self.interrupted else 'done'}: {self.records:,} records in "
+            f"{self.seconds:,.1f} s ({self.rate:,.0f}/s)",
+            f"  ticks: {self.ticks:,} ({self.tick_messages:,} messages), final tick at "
+            f"{self.end.isoformat() if self.end else '-'}",
+            f"  event time: {self.first_event.isoformat() if self.first_event else '-'} .. "
+            f"{self.end.isoformat() if self.end else '-'}",
+            f"  skipped lines: {skipped:,}" + (f" ({by_reason})" if by_reason else ""),
+            f"  CARM barrier: {self.barrier}",
+        ]
+        if self.records == 0 and self.skipped[UNKNOWN_TOPIC]:
+            lines.append("  hint: no line matched an input topic; check HOLDWATCH_TOPIC_EMANIFEST/_RNS/_CARM")
+        return "\n".join(lines)
+
+
+def _no_barrier(barrier: Barrier) -> BarrierOutcome:
+    return BarrierOutcome(True, 0.0, "not checked")
+
+
+class _Replay:
+    """One run of the shell; kept as a class so that the loop reads top-down."""
+
+    def __init__(
+        self,
+        topics: ReplayTopics,
+        options: ReplayOptions,
+        sender: Sender,
+        wait_barrier: BarrierWait,
+        wall: WallClock,
+        say: Callable[[str], None],
+    ) -> None:
+        self.topics = topics
+        self.options = options
+        self.sender = sender
+        self.wait_barrier = wait_barrier
+        self.wall = wall
+        self.say = say
+        self.report = ReplayReport(barrier="on" if options.carm_barrier else "off")
+        self.pacer = Pacer(options.speed, options.max_sleep_s) if options.speed else None
+        self.partitions = {topic: self._partitions(topic) for topic in topics.ticked}
+        self.clock: datetime | None = None
+        self.started = wall.monotonic()
+        self.next_progress = self.started + options.progress_every_s
+
+    def _partitions(self, topic: str) -> list[int]:
+        found = self.sender.partitions(topic)
+        if not found:
+            raise ReplayError(f"topic {topic} does not exist (run `holdwatch topics create`)")
+        return found
+
+    def run(self, actions: Iterable[Action]) -> ReplayReport:
+        try:
+            for action in actions:
+                self.apply(action)
+            self.sender.flush()
+        except KeyboardInterrupt:
+            self.report.interrupted = True
+        finally:
+            self.report.seconds = self.wall.monotonic() - self.started
+        if self.report.barrier == "on":
+            self.report.barrier = "not needed (no CARM record before a shipment event)"
+        return self.report
+
+    def apply(self, action: Action) -> None:
+        if isinstance(action, Publish):
+            self.publish(action)
+        elif isinstance(action, TickAll):
+            self.send_tick(action)
+        elif isinstance(action, Barrier):
+            self.barrier(action)
+        else:
+            self.skip(action)
+
+    def skip(self, action: Skip) -> None:
+        count = self.report.skipped[action.reason] = self.report.skipped[action.reason] + 1
+        limit = self.options.skip_messages_per_reason
+        if count <= limit:
+            self.say(f"{action.source}: skipped ({action.reason}): {action.detail}")
+        if count == limit:
+            self.say(f"replay: further {action.reason} lines are counted, not shown")
+
+    def publish(self, action: Publish) -> None:
+        if self.pacer is not None and action.event_time is not None:
+            self.pace(action)
+        self.sender.send(
+            action.topic,
+            key=action.key,
+            value=action.value,
+            headers=action.headers,
+            timestamp_ms=action.timestamp_ms,
+        )
+        report = self.report
+        report.records += 1
+        if action.event_time is not None:
+            self.clock = action.event_time
+            if report.first_event is None:
+                report.first_event = action.event_time
+        if report.records & 63 == 0:
+            self.maybe_progress()
+
+    def pace(self, action: Publish) -> None:
+        assert self.pacer is not None and action.event_time is not None
+        wall = self.wall
+        wait, cut = self.pacer.delay(action.event_time, wall.monotonic())
+        if cut:
+            gap = action.event_time - (self.clock or action.event_time)
+            self.say(
+                f"replay: {gap} of event time without records before {action.source}; "
+                f"waiting {self.options.max_sleep_s:g} s instead"
+            )
+        if wait < self.options.gap_tick_every_s:
+            if wait > 0:
+                wall.sleep(wait)
+            return
+        # A long wait: tick meanwhile, so that the pipeline releases what it holds and its
+        # event clock keeps moving (deadlines fire in paced event time, not at the next record).
+        deadline = wall.monotonic() + wait
+        while (remaining := deadline - wall.monotonic()) > 0:
+            when = gap_tick_time(self.clock, self.pacer.event_time_at(wall.monotonic()), action.event_time)
+            self.send_tick(TickAll(self.topics.ticked, Tick(action.seq, when)))
+            self.maybe_progress()
+            wall.sleep(min(self.options.gap_tick_every_s, remaining))
+
+    def send_tick(self, action: TickAll) -> None:
+        value = action.tick.to_bytes()
+        timestamp_ms = _epoch_ms(action.tick.time)
+        for topic in action.topics:
+            for partition in self.partitions.get(topic) or self._partitions(topic):
+                self.sender.send(
+                    topic,
+                    key=None,
+                    value=value,
+                    headers=TICK_VALUE_HEADERS,
+                    timestamp_ms=timestamp_ms,
+                    partition=partition,
+                )
+                self.report.tick_messages += 1
+        self.report.ticks += 1
+        if action.tick.final:
+            self.report.end = action.tick.time
+
+    def barrier(self, action: Barrier) -> None:
+        self.sender.flush()
+        self.say(
+            f"replay: {action.records:,} CARM records published; waiting for the pipeline to consume "
+            f"them before the shipment events (--no-carm-barrier skips this)"
+        )
+        outcome = self.wait_barrier(action)
+        self.report.barrier = (
+            f"passed after {outcome.waited_s:.1f} s" if outcome.passed else f"TIMED OUT: {outcome.detail}"
+        )
+
+    def maybe_progress(self) -> None:
+        now = self.wall.monotonic()
+        if now < self.next_progress:
+            return
+        self.next_progress = now + self.options.progress_every_s
+        elapsed = now - self.started
+        rate = self.report.records / elapsed if elapsed > 0 else 0.0
+        clock = self.clock.isoformat() if self.clock else "-"
+        self.say(
+            f"replay: {self.report.records:,} records, {rate:,.0f}/s, event time {clock}, "
+            f"{elapsed:,.0f} s elapsed"
+        )
+
+
+def run_replay(
+    actions: Iterable[Action],
+    topics: ReplayTopics,
+    options: ReplayOptions,
+    sender: Sender,
+    *,
+    wait_barrier: BarrierWait = _no_barrier,
+    wall: WallClock | None = None,
+    say: Callable[[str], None] = print,
+) -> ReplayReport:
+    """Send the planned actions; returns the report (interrupted=True after Ctrl-C).
+
+    Raises ReplayError when a record cannot be delivered or a topic is missing.
+    """
+    return _Replay(topics, options, sender, wait_barrier, wall or WallClock(), say).run(actions)
+
+
+# --------------------------------------------------------------------------------------
+# The CARM barrier against a real consumer group
+# --------------------------------------------------------------------------------------
+
+
+def barrier_lag(end: dict[int, int], committed: dict[int, int]) -> int:
+    """Records of the topic the group has not committed yet (0 = the barrier is passed).
+
+    An empty partition (end offset 0) needs no commit.
+    """
+    return sum(max(0, offset - committed.get(partition, 0)) for partition, offset in end.items())
+
+
+def wait_for_group(
+    end_offsets: dict[int, int],
+    fetch_committed: Callable[[], dict[int, int]],
+    *,
+    group_id: str,
+    topic: str,
+    timeout_s: float,
+    wall: WallClock | None = None,
+    say: Callable[[str], None] = print,
+    poll_s: float = 0.5,
+    progress_every_s: float = 5.0,
+) -> BarrierOutcome:
+    """Poll the group's committed offsets until they reach `end_offsets` or time runs out.
+
+    `fetch_committed` returns {partition: committed offset} (absent = nothing committed); it may
+    raise while the group coordinator is loading: that counts as "not yet".
+    """
+    wall = wall or WallClock()
+    started = wall.monotonic()
+    next_progress = started + progress_every_s
+    total = sum(end_offsets.values())
+    committed: dict[int, int] = {}
+    last_error = ""
+    while True:
+        try:
+            committed = fetch_committed()
+            last_error = ""
+        except Exception as exc:  # noqa: BLE001 - the coordinator may be loading; keep polling
+            last_error = f"{type(exc).__name__}: {exc}"
+        lag = barrier_lag(end_offsets, committed)
+        now = wall.monotonic()
+        waited = now - started
+        if lag == 0:
+            return BarrierOutcome(True, waited, f"group {group_id} consumed {topic}")
+        if waited >= timeout_s:
+            if not committed:
+                detail = (
+                    f"consumer group {group_id!r} has committed no offsets on {topic} after {timeout_s:g} s: "
+                    "the pipeline may not be running (start `holdwatch worker`). Continuing without the "
+                    "barrier: shipment events may overtake the CARM snapshots, so the alerts are not "
+                    "guaranteed to equal the back-test's."
+                )
+            else:
+                detail = (
+                    f"consumer group {group_id!r} is still {lag:,} of {total:,} records behind on {topic} "
+                    f"after {timeout_s:g} s. Continuing: shipment events may overtake the CARM snapshots, "
+                    "so the alerts are not guaranteed to equal the back-test's."
+                )
+            if last_error:
+                detail += f" (last error: {last_error})"
+            say(f"WARNING: {detail}")
+            return BarrierOutcome(False, waited, detail)
+        if now >= next_progress:
+            next_progress = now + progress_every_s
+            state = "no commits yet" if not committed else f"{total - lag:,}/{total:,} records committed"
+            say(f"replay: waiting for consumer group {group_id!r} on {topic}: {state}, {waited:.0f} s")
+        wall.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------------------
+# kafka-python adapters
+# --------------------------------------------------------------------------------------
+
+PRODUCER_TUNING: Final[dict[str, Any]] = {
+    "acks": "all",
+    "enable_idempotence": True,  # keeps per-partition order across retries: ticks rely on it
+    "linger_ms": 20,
+    "batch_size": 512 * 1024,
+    "compression_type": None,  # lz4/zstd need extra packages; no gain on a local broker
+}
+MAX_IN_FLIGHT_RECORDS: Final = 20_000
+"""kafka-python 3 has no buffer_memory bound: replay waits for the oldest record beyond this."""
+
+
+class KafkaPythonSender:
+    """`Sender` over kafka-python's KafkaProducer.
+
+    Keeps the futures of the last `max_in_flight` records: waiting on the oldest one bounds
+    memory (constant, whatever the log's size), and a failed delivery is seen when its future
+    leaves the window or at flush.
+    """
+
+    def __init__(self, producer: Any, *, max_in_flight: int = MAX_IN_FLIGHT_RECORDS) -> None:
+        self._producer = producer
+        self._window: deque[Any] = deque()
+        self._max_in_flight = max_in_flight
+        self.failed = 0
+        self.first_error: BaseException | None = None
+
+    @classmethod
+    def create(cls, config: dict[str, Any]) -> KafkaPythonSender:
+        from kafka import KafkaProducer
+
+        return cls(KafkaProducer(client_id="holdwatch-replay", **PRODUCER_TUNING, **config))
+
+    def _settle(self, future: Any, timeout_s: float | None) -> None:
+        if not future.is_done:
+            with contextlib.suppress(Exception):  # recorded just below, raised as a ReplayError
+                future.get(timeout=timeout_s)
+        if future.failed():
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = future.exception
+
+    def _check(self) -> None:
+        if self.first_error is not None:
+            raise ReplayError(
+                f"{self.failed:,} record(s) could not be delivered; first error: "
+                f"{type(self.first_error).__name__}: {self.first_error}"
+            )
+
+    def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int | None,
+        partition: int | None = None,
+    ) -> None:
+        window = self._window
+        window.append(
+            self._producer.send(
+                topic, value=value, key=key, headers=headers, partition=partition, timestamp_ms=timestamp_ms
+            )
+        )
+        if len(window) > self._max_in_flight:
+            self._settle(window.popleft(), None)
+            self._check()
+
+    def partitions(self, topic: str) -> list[int]:
+        return sorted(self._producer.partitions_for(topic) or ())
+
+    def flush(self) -> None:
+        self._producer.flush()
+        while self._window:
+            self._settle(self._window.popleft(), None)
+        self._check()
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
+
+
+def kafka_barrier(
+    config: dict[str, Any],
+    group_id: str,
+    timeout_s: float,
+    *,
+    say: Callable[[str], None] = print,
+    wall: WallClock | None = None,
+) -> BarrierWait:
+    """A barrier wait against `group_id`'s committed offsets, via kafka-python clients."""
+
+    def wait(barrier: Barrier) -> BarrierOutcome:
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.admin import KafkaAdminClient
+
+        consumer = KafkaConsumer(client_id="holdwatch-replay-barrier", enable_auto_commit=False, **config)
+        admin = KafkaAdminClient(client_id="holdwatch-replay-barrier", **config)
+        try:
+            found = consumer.partitions_for_topic(barrier.topic) or ()
+            partitions = [TopicPartition(barrier.topic, p) for p in sorted(found)]
+            end = {tp.partition: int(offset) for tp, offset in consumer.end_offsets(partitions).items()}
+
+            def committed() -> dict[int, int]:
+                offsets = admin.list_group_offsets({group_id: partitions}).get(group_id, {})
+                return {
+                    tp.partition: int(meta.offset)
+                    for tp, meta in offsets.items()
+                    if tp.topic == barrier.topic and meta.offset is not None and meta.offset >= 0
+                }
+
+            return wait_for_group(
+                end,
+                committed,
+                group_id=group_id,
+                topic=barrier.topic,
+                timeout_s=timeout_s,
+                wall=wall,
+                say=say,
+            )
+        finally:
+            admin.close()
+            consumer.close(autocommit=False)
+
+    return wait
