@@ -51,7 +51,15 @@ def next_deadline(s: ShipmentState, th: Thresholds) -> datetime | None:
         return None
     last = s.last_eval
     best: datetime | None = None
-    for instant in rules.deadlines(s, th):
+    eta = s.eta
+    if eta is not None:
+        # ETA-120 < ETA-60 < ETA-30 with the default thresholds, but they are settings: check all.
+        for before in (th.pars_warning_before_eta, th.emanifest_deadline_before_eta, th.pars_critical_before_eta):
+            instant = eta - before
+            if (last is None or instant > last) and (best is None or instant < best):
+                best = instant
+    if s.arrived_at is not None:
+        instant = s.arrived_at + th.release_grace_after_arrival
         if (last is None or instant > last) and (best is None or instant < best):
             best = instant
     return best

@@ -66,6 +66,39 @@ def posted_security(carm: CarmSnapshot) -> float:
     return 0.0 if carm.security.kind == "none" else carm.security.amount_cad
 
 
+def _static_readiness(
+    carm: CarmSnapshot, broker: str | None, release_mode: str, th: Thresholds
+) -> tuple[tuple[str, Severity], ...]:
+    """The readiness reasons that do not depend on time (cached per record, broker and mode)."""
+    out: list[tuple[str, Severity]] = []
+    if not (carm.ccp_registered and carm.rm_account_linked):
+        out.append((CARM_NOT_REGISTERED, CRITICAL))
+    if broker is not None:
+        delegated = False
+        visible = False
+        for delegation in carm.delegations:
+            if delegation.broker_code == broker and delegation.access != "none":
+                delegated = True
+                visible = visible or delegation.transaction_visibility
+        if not delegated:
+            out.append((CARM_BROKER_NOT_DELEGATED, CRITICAL))
+        elif not visible:
+            out.append((CARM_DELEGATION_INCOMPLETE, WARNING))
+    if release_mode == "rpp":
+        if not carm.rpp_enrolled:
+            out.append((CARM_NO_RPP, CRITICAL))
+        else:
+            posted = posted_security(carm)
+            if posted < required_security(carm, th):
+                out.append((CARM_SECURITY_SHORT, CRITICAL if posted == 0 else WARNING))
+    return tuple(out)
+
+
+# Keyed by the record's identity (records are immutable), checked on read: a cache, not state.
+_READINESS_CACHE: dict[tuple[int, str | None, str, int], tuple[CarmSnapshot, tuple[tuple[str, Severity], ...]]] = {}
+_READINESS_CACHE_MAX = 65536
+
+
 def readiness_reasons(
     s: ShipmentState, carm: CarmSnapshot | None, now: datetime, th: Thresholds, out: dict[str, Severity]
 ) -> None:
@@ -76,26 +109,15 @@ def readiness_reasons(
     if carm is None:
         out[CARM_IMPORTER_UNKNOWN] = WARNING
         return
-    if not (carm.ccp_registered and carm.rm_account_linked):
-        out[CARM_NOT_REGISTERED] = CRITICAL
-    if broker is not None:
-        delegated = False
-        visible = False
-        for delegation in carm.delegations:
-            if delegation.broker_code == broker and delegation.access != "none":
-                delegated = True
-                visible = visible or delegation.transaction_visibility
-        if not delegated:
-            out[CARM_BROKER_NOT_DELEGATED] = CRITICAL
-        elif not visible:
-            out[CARM_DELEGATION_INCOMPLETE] = WARNING
-    if s.release_mode == "rpp":
-        if not carm.rpp_enrolled:
-            out[CARM_NO_RPP] = CRITICAL
-        else:
-            posted = posted_security(carm)
-            if posted < required_security(carm, th):
-                out[CARM_SECURITY_SHORT] = CRITICAL if posted == 0 else WARNING
+    key = (id(carm), broker, s.release_mode, id(th))
+    cached = _READINESS_CACHE.get(key)
+    if cached is None or cached[0] is not carm:
+        if len(_READINESS_CACHE) >= _READINESS_CACHE_MAX:
+            _READINESS_CACHE.clear()
+        cached = (carm, _static_readiness(carm, broker, s.release_mode, th))
+        _READINESS_CACHE[key] = cached
+    for code, severity in cached[1]:
+        out[code] = severity
     last_login = carm.last_portal_login_at
     if last_login is not None and now - last_login > th.login_dormant_after:
         out[CARM_LOGIN_DORMANT] = WARNING
