@@ -87,6 +87,7 @@ class Rejected:
 
 _CARM: Final = TopicKind.CARM  # a module constant: `TopicKind.CARM` is a slow class attribute lookup
 
+
 # One validator per topic, built once (schema building is the expensive part of pydantic) and
 # called directly: TypeAdapter's Python wrapper costs ~15% of a decode. Only keys are interned
 # (cache_strings="keys"): values such as event ids are unique, so caching them costs time.
