@@ -77,6 +77,21 @@ def parse_line(text: str, line: int) -> LogRecord | BadLine:
     return LogRecord(topic, key, obj["value"], ts, line)
 
 
+MAX_LINE_BYTES = 8 * 1024 * 1024
+"""A longer line is reported as too large and skipped unparsed, so memory stays bounded."""
+
+
+def _lines(handle: io.BufferedIOBase) -> Iterator[bytes | None]:
+    """The file's lines; None for a line longer than MAX_LINE_BYTES (its bytes are skipped)."""
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield raw
+
+
 def read_log(path: Path) -> Iterator[LogRecord | BadLine]:
     """Yield each line of the log as a record or a bad line, in file order, one line at a time.
 
@@ -86,7 +101,11 @@ def read_log(path: Path) -> Iterator[LogRecord | BadLine]:
     number = 0
     with _open_binary(path) as handle:
         try:
-            for number, raw in enumerate(handle, start=1):
+            for number, raw in enumerate(_lines(handle), start=1):
+                if raw is None:
+                    detail = f"line {number}: longer than {MAX_LINE_BYTES} bytes"
+                    yield BadLine(number, "too_large", detail, "")
+                    continue
                 try:
                     text = raw.decode("utf-8").strip()
                 except UnicodeDecodeError as exc:

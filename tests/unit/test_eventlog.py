@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas import eventlog
 from schemas.decode import Decoded, TopicKind, decode_parsed
 from schemas.eventlog import BadLine, LogRecord, LogWriter, parse_line, read_log, write_log
 from tests.unit.test_schemas_models import BN, CCN, body
@@ -110,6 +111,28 @@ def test_a_line_of_bad_bytes_is_reported_and_skipped(tmp_path: Path) -> None:
     assert isinstance(records[1], BadLine)
     assert (records[1].line, records[1].reason) == (2, "not_utf8")
     assert records[2].line == 3
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+def test_an_overlong_line_is_skipped_without_being_held_in_memory(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eventlog, "MAX_LINE_BYTES", 100)
+    path = tmp_path / name
+    with LogWriter(path) as writer:
+        writer.write("a", None, "x" * 20)
+        writer.write("b", None, "y" * 1000)  # ten times the limit
+        writer.write("c", None, "z" * 20)
+        writer.write("d", None, "w" * 500)  # the last line, too long, without a newline after it
+    records = list(read_log(path))
+    assert [(r.line, type(r).__name__) for r in records] == [
+        (1, "LogRecord"),
+        (2, "BadLine"),
+        (3, "LogRecord"),
+        (4, "BadLine"),
+    ]
+    assert isinstance(records[1], BadLine) and records[1].reason == "too_large"
+    assert isinstance(records[2], LogRecord) and records[2].value == "z" * 20
 
 
 def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
