@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas.decode import Decoded, TopicKind, decode, decode_parsed
+from schemas.decode import _VALIDATE_JSON, Decoded, TopicKind, decode, decode_parsed
 
 Record = tuple[TopicKind, bytes, bytes]
 
@@ -155,9 +155,17 @@ def _run_loads_then_decode_parsed(records: list[Record]) -> None:
         decode_parsed(kind, key.decode(), loads(value))
 
 
+def _run_validator_only(records: list[Record]) -> None:
+    # What decode() costs without its key check and result object: pydantic-core alone.
+    validate = _VALIDATE_JSON
+    for kind, _key, value in records:
+        validate[kind](value)
+
+
 METHODS: list[tuple[str, Callable[[list[Record]], None]]] = [
     ("json.loads -> dict", _run_loads),
     ("decode(bytes) -> model", _run_decode),
+    ("  of which pydantic-core", _run_validator_only),
     ("json.loads + decode_parsed", _run_loads_then_decode_parsed),
 ]
 
