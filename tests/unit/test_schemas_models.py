@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from schemas.alerts import AlertEvent, ReasonDetail
 from schemas.carm import CarmSnapshot, Contact
-from schemas.decode import Decoded, TopicKind, decode
+from schemas.decode import Decoded, TopicKind, decode, decode_parsed
 from schemas.emanifest import CargoReported, Notice
 from schemas.rns import RnsStatus
 
@@ -159,6 +159,18 @@ def test_timestamps_are_normalised_to_utc() -> None:
     snapshot = decoded("carm_snapshot")
     assert snapshot.last_portal_login_at == datetime(2026, 10, 1, 7, 15, tzinfo=UTC)
     assert snapshot.last_portal_login_at.utcoffset() == timedelta(0)
+
+
+def test_timestamps_share_the_stdlib_utc_object_on_both_decode_paths() -> None:
+    # The engine relies on it: datetimes with one tzinfo object compare without utcoffset() calls.
+    value = body("cargo_reported", occurred_at="2026-11-23T10:00:00Z")
+    raw = decode(TopicKind.EMANIFEST, CCN.encode(), encode(value))
+    parsed = decode_parsed(TopicKind.EMANIFEST, CCN, value)
+    assert isinstance(raw, Decoded) and isinstance(parsed, Decoded)
+    for event in (raw.event, parsed.event):
+        assert isinstance(event, CargoReported)
+        assert event.occurred_at.tzinfo is UTC  # from "Z"
+        assert event.eta.tzinfo is UTC  # from "-05:00"
 
 
 def test_models_built_in_python_accept_aware_datetimes_and_normalise_them() -> None:
