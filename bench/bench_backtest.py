@@ -12,6 +12,7 @@ Also: memory per tracked shipment (tracemalloc over the runner's state, on a sam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import resource
@@ -32,10 +33,8 @@ def _pass_json(log: Path) -> dict[str, float]:
     start = time.perf_counter()
     with _open_text(log, "r") as handle:
         for line in handle:
-            try:
+            with contextlib.suppress(ValueError):
                 json.loads(line)
-            except ValueError:
-                pass
             n += 1
     return {"records": n, "seconds": time.perf_counter() - start}
 
@@ -80,9 +79,9 @@ def _pass_backtest(log: Path) -> dict[str, float]:
 
 def _pass_memory(log: Path) -> dict[str, float]:
     """Bytes per shipment held by the runner (states, CARM records, deadline heap)."""
+    from schemas.eventlog import LogRecord, read_log
     from streams.backtest import Backtest
     from streams.settings import Settings
-    from schemas.eventlog import LogRecord, read_log
 
     tracemalloc.start()
     backtest = Backtest(Settings().thresholds(), _kinds(), lambda alert: None)  # type: ignore[arg-type]
@@ -101,13 +100,18 @@ PASSES = {"json": _pass_json, "decode": _pass_decode, "backtest": _pass_backtest
 
 def _child(name: str, log: Path) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--log", str(log)], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--child", name, "--log", str(log)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--loads", type=int, default=110_000, help="loads to simulate (~9.3 events each)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", type=Path, help="use this log instead of simulating")
@@ -122,17 +126,40 @@ def main() -> int:
     if not log.exists():
         print(f"simulating {args.loads:,} loads into {log} ...", file=sys.stderr)
         subprocess.run(
-            [sys.executable, "-m", "streams.cli", "simulate", "--loads", str(args.loads), "--seed", str(args.seed),
-             "--out", str(log)],
-            check=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "simulate",
+                "--loads",
+                str(args.loads),
+                "--seed",
+                str(args.seed),
+                "--out",
+                str(log),
+            ],
+            check=True,
+            cwd=ROOT,
         )
     results = {name: _child(name, log) for name in ("json", "decode", "backtest")}
     sample = Path("/tmp") / f"holdwatch-bench-mem-{args.seed}.jsonl"
     if not sample.exists():
         subprocess.run(
-            [sys.executable, "-m", "streams.cli", "simulate", "--loads", "10000", "--seed", str(args.seed),
-             "--out", str(sample)],
-            check=True, cwd=ROOT, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "simulate",
+                "--loads",
+                "10000",
+                "--seed",
+                str(args.seed),
+                "--out",
+                str(sample),
+            ],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
         )
     memory = _child("memory", sample)
     base = results["json"]["records"] / results["json"]["seconds"]

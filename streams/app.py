@@ -23,8 +23,8 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from schemas.alerts import AlertEvent
-from schemas.decode import Decoded, Rejected, TopicKind, decode
 from schemas.deadletter import encode_dead_letter, make_dead_letter
+from schemas.decode import Decoded, Rejected, TopicKind, decode
 from streams.kafka_config import faust_broker_settings
 from streams.metrics import PipelineMetrics
 from streams.processor import (
@@ -86,9 +86,15 @@ def build_app(
         control_name: "control",
     }
     inputs = app.topic(
-        settings.topic_emanifest, settings.topic_rns, control_name, key_serializer="raw", value_serializer="raw"
+        settings.topic_emanifest,
+        settings.topic_rns,
+        control_name,
+        key_serializer="raw",
+        value_serializer="raw",
     )
-    control = app.topic(control_name, partitions=settings.partitions, key_serializer="raw", value_serializer="raw")
+    control = app.topic(
+        control_name, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
+    )
     carm_topic = app.topic(settings.topic_carm, key_serializer="raw", value_serializer="raw")
     alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
@@ -118,8 +124,8 @@ def build_app(
             count_open(found, +1)
         return found
 
-    @app.on_partitions_assigned.connect
-    async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:  # noqa: RUF029
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:
         keep = {tp.partition for tp in assigned if tp.topic == control_name}
         for partition in list(processors):
             if partition not in keep:
@@ -155,7 +161,7 @@ def build_app(
         if trigger.timestamp_ms is not None and trigger.source != "control":
             metrics.kafka_to_alert.labels(traffic).observe(max(0.0, now - trigger.timestamp_ms / 1000))
 
-    async def emit(out: Output, topic_of: dict[str, str]) -> None:
+    async def emit(out: Output, topic_of: dict[Source, str]) -> None:
         now = time.time()
         for alert, trigger in zip(out.alerts, out.triggers, strict=True):
             await alerts.send(
@@ -193,7 +199,7 @@ def build_app(
             out = Output()
             try:
                 processor(message.partition).on_record(record, out)
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the partition
+            except Exception as exc:
                 stats.errors += 1
                 log.exception("failed to apply %s[%d]@%d", message.topic, message.partition, message.offset)
                 from schemas.decode import DeadLetterReason
@@ -230,7 +236,7 @@ def build_app(
 
     if clock == "wall":
 
-        @app.timer(interval=wall_tick_s)
+        @app.timer(interval=wall_tick_s)  # type: ignore[untyped-decorator]
         async def wall_clock() -> None:
             now = datetime.now(UTC)
             tick = Tick(0, now).to_bytes()
@@ -240,8 +246,8 @@ def build_app(
                         key=None, value=tick, partition=tp.partition, headers=[(CONTROL_HEADER, b"tick")]
                     )
 
-    @app.timer(interval=5.0)
-    async def gauges() -> None:  # noqa: RUF029
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def gauges() -> None:
         lag: dict[str, int] = {}
         for tp in app.consumer.assignment():
             highwater = app.consumer.highwater(tp)
@@ -256,12 +262,13 @@ def build_app(
         metrics.pending_deadlines.set(sum(p.runner.pending_deadlines() for p in processors.values()))
         metrics.held_for_order.set(sum(p.held() for p in processors.values()))
 
-    @app.timer(interval=10.0)
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         held = sum(p.held() for p in processors.values())
         elapsed = time.monotonic() - stats.started
         log.info(
-            "holdwatch: %d records (%.0f/s), %d alert events, %d dead letters, %d held for order, %d partitions",
+            "holdwatch: %d records (%.0f/s), %d alert events, %d dead letters, %d held for order, "
+            "%d partitions",
             stats.records,
             stats.records / elapsed if elapsed else 0.0,
             stats.alerts,

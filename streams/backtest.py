@@ -66,7 +66,11 @@ class BacktestReport:
             "loads_by_rule": dict(sorted(self.rule_loads.items())),
             "resolved_outcomes": dict(sorted(self.outcomes.items())),
             "alerted_loads": self.alerted_loads,
-            "lead_time_minutes": {"median": self.lead_median, "p10": self.lead_p10, "n": len(self.lead_minutes)},
+            "lead_time_minutes": {
+                "median": self.lead_median,
+                "p10": self.lead_p10,
+                "n": len(self.lead_minutes),
+            },
             "held_loads": self.held_loads,
             "held_alerted_before_arrival": self.held_alerted_before,
             "recall": self.recall,
@@ -111,7 +115,9 @@ class Backtest:
         self.thresholds = thresholds
         self.topic_kinds = topic_kinds
         self.sink = sink
-        self.report = BacktestReport(grace_minutes=thresholds.release_grace_after_arrival / timedelta(minutes=1))
+        self.report = BacktestReport(
+            grace_minutes=thresholds.release_grace_after_arrival / timedelta(minutes=1)
+        )
 
     def _emit(self, alerts: list[AlertEvent]) -> None:
         report = self.report
@@ -257,8 +263,10 @@ def format_summary(report: BacktestReport) -> str:
         f"duplicates {report.duplicates:,}  dead letters {sum(report.dead_letters.values()):,}",
         f"event time {d['first_event']} → {d['end']}",
         f"shipments {report.shipments:,}  (+{report.never_reported:,} CCNs never reported)",
-        "alert events: " + ", ".join(f"{k} {v:,}" for k, v in d["alert_events"].items())
-        + "  |  by severity: " + ", ".join(f"{k} {v:,}" for k, v in d["alert_events_by_severity"].items()),
+        "alert events: "
+        + ", ".join(f"{k} {v:,}" for k, v in d["alert_events"].items())
+        + "  |  by severity: "
+        + ", ".join(f"{k} {v:,}" for k, v in d["alert_events_by_severity"].items()),
         "resolved: " + ", ".join(f"{k} {v:,}" for k, v in d["resolved_outcomes"].items()),
         "rules (loads / alert events):",
     ]
@@ -274,5 +282,7 @@ def format_summary(report: BacktestReport) -> str:
         f"noise {report.noise} (share of alerted loads that went through cleanly)",
     ]
     if report.dead_letters:
-        lines.append("dead letters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(report.dead_letters.items())))
+        lines.append(
+            "dead letters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(report.dead_letters.items()))
+        )
     return "\n".join(lines)

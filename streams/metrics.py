@@ -23,61 +23,85 @@ class PipelineMetrics:
             registry=registry,
         )
         self.dead_letters = Counter(
-            "holdwatch_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["reason"],
+            "holdwatch_dead_letters_total",
+            "Records sent to the dead-letter topic, by reason",
+            ["reason"],
             registry=registry,
         )
         self.alert_events = Counter(
-            "holdwatch_alert_events_total", "Alert events published, by action and severity",
-            ["action", "severity"], registry=registry,
+            "holdwatch_alert_events_total",
+            "Alert events published, by action and severity",
+            ["action", "severity"],
+            registry=registry,
         )
         self.alert_rules = Counter(
-            "holdwatch_alert_rule_events_total", "Active rules carried by published alert events",
-            ["rule", "severity"], registry=registry,
+            "holdwatch_alert_rule_events_total",
+            "Active rules carried by published alert events",
+            ["rule", "severity"],
+            registry=registry,
         )
         self.open_alerts = Gauge(
-            "holdwatch_open_alerts", "Open alert lifecycles in this worker's partitions, by severity",
-            ["severity"], registry=registry,
+            "holdwatch_open_alerts",
+            "Open alert lifecycles in this worker's partitions, by severity",
+            ["severity"],
+            registry=registry,
         )
         self.event_to_alert = Histogram(
             "holdwatch_event_to_alert_seconds",
             "From the triggering record's event time (occurred_at) to its alert event being sent",
-            ["traffic"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["traffic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.kafka_to_alert = Histogram(
             "holdwatch_kafka_to_alert_seconds",
             "From the triggering record's Kafka timestamp to its alert event being sent",
-            ["traffic"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["traffic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.alert_to_slack = Histogram(
             "holdwatch_alert_to_slack_seconds",
             "From an alert event's Kafka timestamp to Slack acknowledging it",
-            ["traffic"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["traffic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.end_to_end = Histogram(
             "holdwatch_end_to_end_seconds",
             "From the triggering record's Kafka timestamp to Slack acknowledging the alert",
-            ["traffic"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["traffic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.slack_calls = Counter(
-            "holdwatch_slack_calls_total", "Slack Web API calls, by method and outcome", ["method", "outcome"],
+            "holdwatch_slack_calls_total",
+            "Slack Web API calls, by method and outcome",
+            ["method", "outcome"],
             registry=registry,
         )
         self.slack_rate_limited = Counter(
-            "holdwatch_slack_rate_limited_total", "Slack answers 429 (Retry-After honoured)", registry=registry
+            "holdwatch_slack_rate_limited_total",
+            "Slack answers 429 (Retry-After honoured)",
+            registry=registry,
         )
         self.slack_retries = Counter(
-            "holdwatch_slack_retries_total", "Slack calls retried after 5xx or a dropped connection",
+            "holdwatch_slack_retries_total",
+            "Slack calls retried after 5xx or a dropped connection",
             registry=registry,
         )
         self.slack_pending = Gauge(
             "holdwatch_slack_pending_alerts", "Alert events not yet delivered to Slack", registry=registry
         )
         self.consumer_lag = Gauge(
-            "holdwatch_consumer_lag_records", "Records behind the end of each input topic", ["topic"],
+            "holdwatch_consumer_lag_records",
+            "Records behind the end of each input topic",
+            ["topic"],
             registry=registry,
         )
         self.last_input = Gauge(
-            "holdwatch_last_input_timestamp_seconds", "Wall time of the last input record consumed",
+            "holdwatch_last_input_timestamp_seconds",
+            "Wall time of the last input record consumed",
             registry=registry,
         )
         self.shipments = Gauge(
@@ -87,9 +111,12 @@ class PipelineMetrics:
             "holdwatch_importers_in_state", "Importer CARM records known to this worker", registry=registry
         )
         self.pending_deadlines = Gauge(
-            "holdwatch_pending_deadlines", "Deadlines scheduled in this worker's partitions", registry=registry
+            "holdwatch_pending_deadlines",
+            "Deadlines scheduled in this worker's partitions",
+            registry=registry,
         )
         self.held_for_order = Gauge(
-            "holdwatch_records_held_for_order", "Replayed records waiting for the other topic (log order)",
+            "holdwatch_records_held_for_order",
+            "Replayed records waiting for the other topic (log order)",
             registry=registry,
         )

@@ -89,16 +89,17 @@ async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any
 
     from streams.kafka_config import aiokafka_config
 
-    consumer = AIOKafkaConsumer(**aiokafka_config(settings), enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, **aiokafka_config(settings), enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     entries: dict[str, dict[str, Any]] = {}
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            # Never guess "empty": that would post every lifecycle again.
+            raise RuntimeError(f"ledger topic {topic} has no visible partitions; is it created?")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return entries
-        consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         remaining = {tp for tp in tps if end[tp] > 0}

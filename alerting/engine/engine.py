@@ -54,7 +54,11 @@ def next_deadline(s: ShipmentState, th: Thresholds) -> datetime | None:
     eta = s.eta
     if eta is not None:
         # ETA-120 < ETA-60 < ETA-30 with the default thresholds, but they are settings: check all.
-        for before in (th.pars_warning_before_eta, th.emanifest_deadline_before_eta, th.pars_critical_before_eta):
+        for before in (
+            th.pars_warning_before_eta,
+            th.emanifest_deadline_before_eta,
+            th.pars_critical_before_eta,
+        ):
             instant = eta - before
             if (last is None or instant > last) and (best is None or instant < best):
                 best = instant
@@ -224,9 +228,8 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
         s.eta = event.eta
         if event.port_of_entry is not None:
             s.port_of_entry = event.port_of_entry
-    elif isinstance(event, Cancelled):
-        if s.closed is None:
-            s.closed = "cancelled"
+    elif isinstance(event, Cancelled) and s.closed is None:
+        s.closed = "cancelled"
 
 
 def on_event(

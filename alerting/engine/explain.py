@@ -48,7 +48,9 @@ def _minutes(delta_seconds: float) -> str:
 Explainer = Callable[[ShipmentState, CarmSnapshot | None, datetime, Thresholds], tuple[str, str, str]]
 
 
-def _broker_missing(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _broker_missing(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     return (
         "The eManifest names no customs broker, so nobody will file the release request (PARS).",
         "Ask the shipper which broker clears this load and have the broker file the PARS under this CCN.",
@@ -56,7 +58,9 @@ def _broker_missing(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th:
     )
 
 
-def _importer_unknown(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _importer_unknown(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     return (
         f"holdwatch has no CARM readiness record for importer {_importer(s, c)}: registration, "
         "broker delegation and RPP security cannot be checked.",
@@ -66,7 +70,9 @@ def _importer_unknown(s: ShipmentState, c: CarmSnapshot | None, now: datetime, t
     )
 
 
-def _not_registered(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _not_registered(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     assert c is not None
     missing = "has no CARM Client Portal account" if not c.ccp_registered else "has not linked its RM account"
     return (
@@ -77,7 +83,9 @@ def _not_registered(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th:
     )
 
 
-def _not_delegated(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _not_delegated(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     return (
         f"Importer {_importer(s, c)} has not delegated authority to {_broker(s)} in the CARM Client Portal: "
         "the broker cannot act for it.",
@@ -108,7 +116,9 @@ def _no_rpp(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresho
     )
 
 
-def _security_short(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _security_short(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     assert c is not None
     posted = r.posted_security(c)
     required = r.required_security(c, th)
@@ -120,7 +130,9 @@ def _security_short(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th:
     )
 
 
-def _login_dormant(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _login_dormant(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     assert c is not None and c.last_portal_login_at is not None
     days = (now - c.last_portal_login_at).days
     return (
@@ -131,7 +143,9 @@ def _login_dormant(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: 
     )
 
 
-def _rejected(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _rejected(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     why = f": {s.reject_reason}" if s.reject_reason else ""
     return (
         f"CBSA rejected the eManifest for this load{why}.",
@@ -140,7 +154,9 @@ def _rejected(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thres
     )
 
 
-def _not_accepted(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _not_accepted(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     assert s.eta is not None
     left = (s.eta - now).total_seconds()
     when = f"ETA in {_minutes(left)}" if left > 0 else "past the ETA"
@@ -177,7 +193,9 @@ def _pars_not_on_file(
     )
 
 
-def _rns_rejected(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _rns_rejected(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     meaning = KNOWN_INDICATORS.get(s.latest_rns or 0, "rejected")
     return (
         f"The broker's release transaction was refused (RNS {s.latest_rns}: {meaning}).",
@@ -194,7 +212,9 @@ def _held(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Threshold
     )
 
 
-def _not_released(s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds) -> tuple[str, str, str]:
+def _not_released(
+    s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
+) -> tuple[str, str, str]:
     assert s.arrived_at is not None
     waited = (now - s.arrived_at).total_seconds()
     return (
@@ -234,5 +254,7 @@ def explain(
     details = []
     for code in sorted(active, key=lambda c: (active[c] != r.CRITICAL, c)):
         summary, action, call = EXPLAINERS[code](s, carm, now, th)
-        details.append(ReasonDetail(code=code, severity=active[code], summary=summary, action=action, call=call))
+        details.append(
+            ReasonDetail(code=code, severity=active[code], summary=summary, action=action, call=call)
+        )
     return details

@@ -95,7 +95,9 @@ def _static_readiness(
 
 
 # Keyed by the record's identity (records are immutable), checked on read: a cache, not state.
-_READINESS_CACHE: dict[tuple[int, str | None, str, int], tuple[CarmSnapshot, tuple[tuple[str, Severity], ...]]] = {}
+_READINESS_CACHE: dict[
+    tuple[int, str | None, str, int], tuple[CarmSnapshot, tuple[tuple[str, Severity], ...]]
+] = {}
 _READINESS_CACHE_MAX = 65536
 
 

@@ -29,8 +29,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "events as JSON Lines and print a summary for tuning thresholds (HOLDWATCH_RULE_* settings)."
         ),
     )
-    parser.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="event log file(s), in replay order")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the alert events (JSON Lines)")
+    parser.add_argument(
+        "logs", nargs="+", type=Path, metavar="LOG", help="event log file(s), in replay order"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="where to write the alert events (JSON Lines)"
+    )
     parser.add_argument("--until", type=_timestamp, help="advance event time to this instant at the end")
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -10,6 +10,7 @@ everything it started; nothing is left running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,11 +31,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--loads", type=int, default=1500, help="loads in the simulated day (default 1500)")
     parser.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
-    parser.add_argument("--speed", default="max", help="replay speed: max, realtime or a factor (default max)")
+    parser.add_argument(
+        "--speed", default="max", help="replay speed: max, realtime or a factor (default max)"
+    )
     parser.add_argument(
         "--keep-running", action="store_true", help="keep the worker and notifier running after the replay"
     )
-    parser.add_argument("--workdir", type=Path, help="where to put the log and state (default HOLDWATCH_HOME/demo)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where to put the log and state (default HOLDWATCH_HOME/demo)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,8 +59,9 @@ class Processes:
 
     def start(self, name: str, args: list[str], env: dict[str, str], log: Path | None = None) -> None:
         out = log.open("ab") if log is not None else None
-        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+        )
         self.children.append((name, process))
 
     def check(self) -> str | None:
@@ -72,14 +78,12 @@ class Processes:
                     os.killpg(process.pid, signal.SIGTERM)
                     process.wait(timeout=20)
                 except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                     process.wait(timeout=10)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 - one exit per failed step
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.broker import read_state
 
     workdir = args.workdir or settings.home / "demo"
@@ -105,15 +109,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 -
         topics = subprocess.run(_holdwatch("topics", "create"), env=env, check=False)
         if topics.returncode != 0:
             return 2
-        settings = settings.model_copy(
-            update={"app_id": app_id, **names}
-        )
+        settings = settings.model_copy(update={"app_id": app_id, **names})
         log = workdir / f"{app_id}-day.jsonl.gz"
         _say(f"simulating {args.loads} loads (seed {args.seed}) into {log}")
         simulated = subprocess.run(
-            _holdwatch("simulate", "--loads", str(args.loads), "--seed", str(args.seed), "--out", str(log),
-                       "--no-midway-fixes"),
-            env=env, check=False,
+            _holdwatch(
+                "simulate",
+                "--loads",
+                str(args.loads),
+                "--seed",
+                str(args.seed),
+                "--out",
+                str(log),
+                "--no-midway-fixes",
+            ),
+            env=env,
+            check=False,
         )
         if simulated.returncode != 0:
             return 2
@@ -124,7 +135,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 -
             env,
             worker_log,
         )
-        _say(f"worker started (log: {worker_log}); metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
+        _say(
+            f"worker started (log: {worker_log}); metrics on http://127.0.0.1:{settings.metrics_port}/metrics"
+        )
         notifier_env = {**env, "HOLDWATCH_METRICS_PORT": "0"}
         processes.start("notifier", _holdwatch("notifier"), notifier_env)
         sink = "Slack" if settings.slack_token else "the console"

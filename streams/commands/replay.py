@@ -140,10 +140,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _say(f"holdwatch replay: {exc}")
         return 2
     bootstrap = config["bootstrap_servers"]
+
+    def admin(settings: Settings) -> Any:
+        from kafka.admin import KafkaAdminClient
+
+        return KafkaAdminClient(client_id="holdwatch-replay", bootstrap_timeout_ms=10_000, **config)
+
     try:
-        results = ensure_topics(settings)
+        results = ensure_topics(settings, admin_factory=admin)
     except Exception as exc:  # noqa: BLE001 - a broker problem is reported, not a traceback
-        _say(f"holdwatch replay: cannot prepare the topics on {bootstrap}: {type(exc).__name__}: {exc}")
+        _say(
+            f"holdwatch replay: cannot prepare the topics on {bootstrap} (is the broker running and "
+            f"reachable?): {type(exc).__name__}: {exc}"
+        )
         return 1
     problems = co_partitioning_problems(results)
     for problem in problems:

@@ -26,10 +26,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="wall: deadlines fire by the wall clock (live); event: by the records' event time and "
         "replay ticks (replaying history). Default: HOLDWATCH_CLOCK or wall",
     )
-    parser.add_argument("--store", choices=("rocksdb", "memory"), help="table store (default HOLDWATCH_STORE)")
-    parser.add_argument("--data-dir", type=Path, help="local table state (default HOLDWATCH_STATE_DIR or ~/.cache)")
     parser.add_argument(
-        "--metrics-addr", default="0.0.0.0", help="address for /metrics (port: HOLDWATCH_METRICS_PORT, 0 = off)"
+        "--store", choices=("rocksdb", "memory"), help="table store (default HOLDWATCH_STORE)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="local table state (default HOLDWATCH_STATE_DIR or ~/.cache)"
+    )
+    parser.add_argument(
+        "--metrics-addr",
+        default="0.0.0.0",
+        help="address for /metrics (port: HOLDWATCH_METRICS_PORT, 0 = off)",
     )
     parser.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
@@ -60,9 +66,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             start_http_server(settings.metrics_port, addr=args.metrics_addr, registry=registry)
         except OSError as exc:
-            print(f"holdwatch worker: cannot serve /metrics on port {settings.metrics_port}: {exc}", file=sys.stderr)
+            print(
+                f"holdwatch worker: cannot serve /metrics on port {settings.metrics_port}: {exc}",
+                file=sys.stderr,
+            )
             return 2
-        print(f"worker: metrics on http://{args.metrics_addr}:{settings.metrics_port}/metrics", file=sys.stderr)
+        print(
+            f"worker: metrics on http://{args.metrics_addr}:{settings.metrics_port}/metrics", file=sys.stderr
+        )
     print(f"worker: app {settings.app_id}, clock {clock}, state in {data_dir}", file=sys.stderr)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -51,7 +51,13 @@ class Namespace:
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*HOLDWATCH, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+            [*HOLDWATCH, *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     @contextmanager
@@ -115,7 +121,7 @@ class Namespace:
         return [json.loads(r.value) for r in self.read_topic("deadletter")]
 
     def wait_for_alerts(self, expected: int, timeout: float = 240, settle: float = 3.0) -> list[AlertEvent]:
-        """Distinct alert events (by event_id) once `expected` arrived and nothing more came for `settle` s."""
+        """Distinct alert events (by event_id), once `expected` came and then nothing for `settle` s."""
         deadline = time.monotonic() + timeout
         last_count, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:

@@ -133,7 +133,9 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reasons(ns: Namesp
         out.write(ns.topics["emanifest"], "ABCD100", {"event_type": "cargo_accepted"})
         out.write(ns.topics["rns"], "OTHERKEY1", rns(1, 9).model_dump(mode="json"))
         out.write(ns.topics["carm"], "123456789RM0001", {"event_type": "carm_snapshot", "importer_bn": 5})
-        out.write(ns.topics["emanifest"], "ABCD100", {**accepted(2).model_dump(mode="json"), "event_type": "zz"})
+        out.write(
+            ns.topics["emanifest"], "ABCD100", {**accepted(2).model_dump(mode="json"), "event_type": "zz"}
+        )
     with ns.worker("w1"):
         ns.wait_ready()
         _replay(ns, log, "--no-carm-barrier")

@@ -45,7 +45,9 @@ def test_an_earlier_eta_applies_the_passed_deadlines_at_once() -> None:
 
 
 def test_cancel_closes_the_alert_and_nothing_alerts_again() -> None:
-    alerts = run(carm(), reported(0), rejected(3), cancelled(20), rejected(30), notice(400, "arrived"), finish=900)
+    alerts = run(
+        carm(), reported(0), rejected(3), cancelled(20), rejected(30), notice(400, "arrived"), finish=900
+    )
     assert steps(alerts) == [
         ("raised", "critical", ["EMANIFEST_REJECTED"], 3, None),
         ("resolved", None, [], 20, "cancelled"),
@@ -141,7 +143,17 @@ def test_out_of_order_event_is_evaluated_at_the_last_evaluation_time() -> None:
 
 # --- properties ------------------------------------------------------------------------
 
-_STEP_KINDS = ["accepted", "rejected", "not_matched", "matched", "not_on_file", "rns", "eta", "arrived", "held"]
+_STEP_KINDS = [
+    "accepted",
+    "rejected",
+    "not_matched",
+    "matched",
+    "not_on_file",
+    "rns",
+    "eta",
+    "arrived",
+    "held",
+]
 
 
 @st.composite
@@ -225,7 +237,9 @@ def test_output_does_not_depend_on_how_loads_interleave(case: tuple[list[list[ob
 
 @settings(max_examples=150, deadline=None)
 @given(scenario())
-def test_every_raised_alert_is_resolved_once_its_load_is_released(case: tuple[list[list[object]], int]) -> None:
+def test_every_raised_alert_is_resolved_once_its_load_is_released(
+    case: tuple[list[list[object]], int],
+) -> None:
     loads, seed = case
     runner = EventTimeRunner()
     snapshot = carm(-100, rpp=False)  # a readiness problem: every load alerts from the start

@@ -36,7 +36,12 @@ def _log(tmp_path: Path, loads: int, seed: int) -> Path:
     from streams.cli import main
 
     path = tmp_path / "log.jsonl"
-    assert main(["simulate", "--loads", str(loads), "--seed", str(seed), "--out", str(path), "--no-midway-fixes"]) == 0
+    assert (
+        main(
+            ["simulate", "--loads", str(loads), "--seed", str(seed), "--out", str(path), "--no-midway-fixes"]
+        )
+        == 0
+    )
     return path
 
 
@@ -101,7 +106,9 @@ def _backtest(path: Path) -> list[AlertEvent]:
 
 
 @pytest.mark.parametrize(("seed", "tick_every"), [(1, 500), (2, 37)])
-def test_partitioned_out_of_order_processing_equals_the_backtest(tmp_path: Path, seed: int, tick_every: int) -> None:
+def test_partitioned_out_of_order_processing_equals_the_backtest(
+    tmp_path: Path, seed: int, tick_every: int
+) -> None:
     log = _log(tmp_path, 600, seed)
     expected = Counter(a.comparable() for a in _backtest(log))
     actual = Counter(a.comparable() for a in _pipeline(log, seed, tick_every))
