@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from schemas.carm import Contact
 from schemas.common import WireModel
@@ -43,14 +43,14 @@ class AlertEvent(WireModel):
     previous_severity: Severity | None = None
     reasons: list[str] = Field(description="active rule codes, sorted; empty on resolved")
     details: list[ReasonDetail] = Field(default_factory=list)
-    at: datetime = Field(description="event time at which the change happened (UTC)")
-    first_raised_at: datetime
+    at: AwareDatetime = Field(description="event time at which the change happened (UTC)")
+    first_raised_at: AwareDatetime
     outcome: Outcome | None = Field(default=None, description="only on resolved")
     trigger: Trigger = "event"
     load_ref: str | None = None
     carrier_code: str | None = None
     port_of_entry: str | None = None
-    eta: datetime | None = None
+    eta: AwareDatetime | None = None
     importer_bn: str | None = None
     importer_name: str | None = None
     importer_contact: Contact | None = None
@@ -60,7 +60,7 @@ class AlertEvent(WireModel):
     dispatch_team: str | None = None
     link_state: LinkState = "none"
     latest_rns_indicator: int | None = None
-    arrived_at: datetime | None = None
+    arrived_at: AwareDatetime | None = None
 
     def comparable(self) -> tuple[str, str, str | None, tuple[str, ...], datetime, str | None]:
         """The fields on which back-test and replay must agree."""
