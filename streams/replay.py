@@ -673,6 +673,7 @@ PRODUCER_TUNING: Final[dict[str, Any]] = {
     "linger_ms": 20,
     "batch_size": 512 * 1024,
     "compression_type": None,  # lz4/zstd need extra packages; no gain on a local broker
+    "allow_auto_create_topics": False,  # topics come from ensure_topics, with the right partitions
 }
 MAX_IN_FLIGHT_RECORDS: Final = 20_000
 """kafka-python 3 has no buffer_memory bound: replay waits for the oldest record beyond this."""

@@ -59,8 +59,8 @@ running `holdwatch worker --clock event` produces the alerts the back-test produ
 What it sends:
   * every record with its key, its value as compact JSON bytes (malformed values too: the
     pipeline dead-letters them), Kafka timestamp = the line's `timestamp`, else the value's
-    occurred_at, else the replay's event time so far, and header hw-seq = its position in the
-    whole replay (1, 2, 3, ... across files);
+    occurred_at, else the replay's event time so far (never "now"), and header hw-seq = its
+    position in the whole replay (1, 2, 3, ... across files);
   * every --tick-every records, and once at the end (final), a tick to EVERY partition of the
     eManifest and RNS topics: "nothing before seq S follows here; event time is T". The final
     tick carries the log's last event time, so every deadline up to it fires in every partition.
@@ -71,7 +71,7 @@ What it sends:
 
 Unreadable lines and records of other topics are reported (file:line) and skipped. Progress
 goes to stderr every 2 s, a summary at the end. Exit codes: 0 done, 1 Kafka failure,
-2 bad arguments / missing files / no broker configured, 130 interrupted.""",
+2 bad arguments / missing files / no broker configured, 130 interrupted. Details: docs/replay.md.""",
     )
     parser.add_argument(
         "logs", nargs="+", type=Path, metavar="LOG", help="event log file(s), in replay order"
@@ -115,6 +115,8 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from kafka.errors import KafkaError
+
     from streams.admin import co_partitioning_problems, ensure_topics
     from streams.kafka_config import KafkaConfigError, kafka_python_config
     from streams.replay import (
@@ -175,6 +177,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         report = run_replay(actions, topics, options, sender, wait_barrier=wait, say=_say)
     except ReplayError as exc:
         _say(f"holdwatch replay: failed: {exc}")
+        return 1
+    except KafkaError as exc:  # metadata or coordinator timeouts from the clients
+        _say(f"holdwatch replay: Kafka failed: {type(exc).__name__}: {exc}")
         return 1
     except (OSError, EOFError, UnicodeDecodeError) as exc:  # a truncated .gz, a file that is not UTF-8
         _say(f"holdwatch replay: cannot read the log: {type(exc).__name__}: {exc}")

@@ -455,3 +455,14 @@ def test_barrier_times_out_with_a_warning_when_no_group_commits() -> None:
     )  # fmt: skip
     assert not outcome.passed and outcome.waited_s >= 3
     assert "pipeline may not be running" in said[-1] and said[-1].startswith("WARNING")
+
+
+def test_missing_log_files_are_an_error_before_any_kafka_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.cli import build_parser
+    from streams.settings import Settings
+
+    args = build_parser().parse_args(["replay", str(tmp_path / "nope.jsonl")])
+    assert args.func(args, Settings(kafka_bootstrap="127.0.0.1:1")) == 2
+    assert "no such file" in capsys.readouterr().err
