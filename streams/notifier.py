@@ -90,7 +90,11 @@ async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any
     from streams.kafka_config import aiokafka_config
 
     consumer = AIOKafkaConsumer(
-        topic, **aiokafka_config(settings), enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+        topic,
+        **aiokafka_config(settings),
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     entries: dict[str, dict[str, Any]] = {}
@@ -211,15 +215,29 @@ async def run_notifier(
             await consumer.commit(dict(processed))
             processed.clear()
 
+    loaded: set[int] = set()  # input partitions whose lifecycles are loaded from the ledger
+
     class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
             await commit_processed()
-            delivery.forget_partitions(tp.partition for tp in revoked)
+            gone = {tp.partition for tp in revoked}
+            delivery.forget_partitions(gone)
+            loaded.difference_update(gone)
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
+            pass  # loaded in the poll loop, before any record of a new partition is accepted
+
+    async def load_new_partitions() -> None:
+        new = {tp.partition for tp in consumer.assignment()} - loaded
+        if new:
             entries = await read_ledger(settings, topic)
-            pending = delivery.restore(entries, partitions=[tp.partition for tp in assigned])
-            log.info("notifier: %d partitions assigned, %d Slack changes pending", len(assigned), pending)
+            pending = delivery.restore(entries, partitions=new)
+            loaded.update(new)
+            log.info(
+                "notifier: partitions %s loaded from the ledger, %d Slack changes pending",
+                sorted(new),
+                pending,
+            )
 
     await consumer.start()
     consumer.subscribe([settings.topic_alerts], listener=Rebalance())
@@ -232,6 +250,7 @@ async def run_notifier(
                 deliver.result()  # surface a crash of the delivery loop
                 break
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            await load_new_partitions()
             for tp, records in batch.items():
                 for record in records:
                     alert = decode_alert(record.value)
