@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -754,38 +754,63 @@ def kafka_barrier(
     group_id: str,
     timeout_s: float,
     *,
+    then_topics: Sequence[str] = (),
     say: Callable[[str], None] = print,
     wall: WallClock | None = None,
 ) -> BarrierWait:
-    """A barrier wait against `group_id`'s committed offsets, via kafka-python clients."""
+    """A barrier wait against `group_id`'s committed offsets, via kafka-python clients.
+
+    First the CARM topic; then, in order, each of `then_topics` that exists, with its end
+    offsets taken once the previous stage has passed. The pipeline re-publishes CARM records to
+    an internal topic (streams/topics.py `control_topic`) that its shipment partitions read next
+    to the shipment events; the CARM topic's commits alone only say that the broadcast was sent
+    (Faust flushes its producer before committing), not that the shipment partitions applied it.
+    """
+    wall = wall or WallClock()
 
     def wait(barrier: Barrier) -> BarrierOutcome:
         from kafka import KafkaConsumer, TopicPartition
         from kafka.admin import KafkaAdminClient
 
-        consumer = KafkaConsumer(client_id="holdwatch-replay-barrier", enable_auto_commit=False, **config)
+        consumer = KafkaConsumer(
+            client_id="holdwatch-replay-barrier",
+            enable_auto_commit=False,
+            allow_auto_create_topics=False,
+            **config,
+        )
         admin = KafkaAdminClient(client_id="holdwatch-replay-barrier", **config)
+        started = wall.monotonic()
         try:
-            found = consumer.partitions_for_topic(barrier.topic) or ()
-            partitions = [TopicPartition(barrier.topic, p) for p in sorted(found)]
-            end = {tp.partition: int(offset) for tp, offset in consumer.end_offsets(partitions).items()}
+            for stage, topic in enumerate([barrier.topic, *then_topics]):
+                found = consumer.partitions_for_topic(topic)
+                if not found:
+                    if stage == 0:
+                        raise ReplayError(f"topic {topic} does not exist")
+                    continue  # no such internal topic: a pipeline without it
+                partitions = [TopicPartition(topic, p) for p in sorted(found)]
+                end = {tp.partition: int(offset) for tp, offset in consumer.end_offsets(partitions).items()}
 
-            def committed() -> dict[int, int]:
-                offsets = admin.list_group_offsets({group_id: partitions}).get(group_id, {})
-                return {
-                    tp.partition: int(meta.offset)
-                    for tp, meta in offsets.items()
-                    if tp.topic == barrier.topic and meta.offset is not None and meta.offset >= 0
-                }
+                def committed(topic: str = topic, partitions: list[Any] = partitions) -> dict[int, int]:
+                    offsets = admin.list_group_offsets({group_id: partitions}).get(group_id, {})
+                    return {
+                        tp.partition: int(meta.offset)
+                        for tp, meta in offsets.items()
+                        if tp.topic == topic and meta.offset is not None and meta.offset >= 0
+                    }
 
-            return wait_for_group(
-                end,
-                committed,
-                group_id=group_id,
-                topic=barrier.topic,
-                timeout_s=timeout_s,
-                wall=wall,
-                say=say,
+                outcome = wait_for_group(
+                    end,
+                    committed,
+                    group_id=group_id,
+                    topic=topic,
+                    timeout_s=max(0.0, timeout_s - (wall.monotonic() - started)),
+                    wall=wall,
+                    say=say,
+                )
+                if not outcome.passed:
+                    return BarrierOutcome(False, wall.monotonic() - started, outcome.detail)
+            return BarrierOutcome(
+                True, wall.monotonic() - started, f"group {group_id} applied the CARM records"
             )
         finally:
             admin.close()

@@ -129,6 +129,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         plan_replay,
         run_replay,
     )
+    from streams.topics import control_topic
 
     missing = [str(path) for path in args.logs if not path.is_file()]
     if missing:
@@ -172,7 +173,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     actions = plan_replay(
         log_items(args.logs), topics, tick_every=args.tick_every, carm_barrier=args.carm_barrier
     )
-    wait = kafka_barrier(config, settings.app_id, args.barrier_timeout, say=_say)
+    wait = kafka_barrier(
+        config, settings.app_id, args.barrier_timeout, then_topics=[control_topic(settings)], say=_say
+    )
     try:
         report = run_replay(actions, topics, options, sender, wait_barrier=wait, say=_say)
     except ReplayError as exc:

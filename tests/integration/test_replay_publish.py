@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -12,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from schemas.eventlog import LogWriter
 from streams.admin import ensure_topics
 from streams.cli import build_parser
 from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick, header_value
 from streams.settings import Settings
+from streams.topics import control_topic, internal_topic_specs
 
 PARTITIONS = 3
 BN = "123456789RM0001"
@@ -217,15 +219,14 @@ def test_the_barrier_times_out_with_a_warning_when_no_pipeline_consumes(
     assert sum(1 for g in got if g.tick is None) == len(expected)  # it carried on and published all
 
 
-@pytest.fixture
-def committing_group(settings: Settings) -> Iterator[None]:
-    """A stand-in pipeline: the app's consumer group reading the CARM topic and committing."""
-    ensure_topics(settings)  # subscribed before the topic exists, it would not see it for minutes
+@contextlib.contextmanager
+def committing_group(settings: Settings, topics: list[str]) -> Iterator[None]:
+    """A stand-in pipeline: the app's consumer group reading `topics` and committing."""
     stop = threading.Event()
 
     def run() -> None:
         consumer = KafkaConsumer(
-            settings.topic_carm,
+            *topics,
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.app_id,
             auto_offset_reset="earliest",
@@ -240,20 +241,48 @@ def committing_group(settings: Settings) -> Iterator[None]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    yield
-    stop.set()
-    thread.join(timeout=30)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
-def test_the_barrier_passes_once_the_group_has_committed_the_carm_records(
-    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], committing_group: None
+def with_control_topic(settings: Settings) -> str:
+    """Create the topics, including the pipeline's control topic holding one record."""
+    ensure_topics(settings, internal_topic_specs(settings))  # before any consumer subscribes
+    control = control_topic(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer.send(control, key=BN.encode(), value=b"{}", partition=0)
+    producer.flush()
+    producer.close()
+    return control
+
+
+def test_the_barrier_passes_once_the_group_has_applied_the_carm_records(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = tmp_path / "log.jsonl"
     write_log(log, settings)
-    assert replay(settings, str(log), "--barrier-timeout", "60") == 0
+    control = with_control_topic(settings)
+    with committing_group(settings, [settings.topic_carm, control]):
+        assert replay(settings, str(log), "--barrier-timeout", "60") == 0
     err = capsys.readouterr().err
     assert "CARM barrier: passed" in err
     assert "WARNING" not in err
+
+
+def test_the_barrier_waits_for_the_pipelines_control_topic_too(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "log.jsonl"
+    write_log(log, settings)
+    control = with_control_topic(settings)
+    with committing_group(settings, [settings.topic_carm]):  # CARM consumed, broadcasts not applied
+        assert replay(settings, str(log), "--barrier-timeout", "8") == 0
+    err = capsys.readouterr().err
+    assert "CARM barrier: TIMED OUT" in err
+    assert f"committed no offsets on {control}" in err
 
 
 def test_an_unreachable_broker_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
