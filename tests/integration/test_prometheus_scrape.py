@@ -1,0 +1,292 @@
+"""A real Prometheus (Debian's `prometheus` package) scrapes holdwatch metrics, loads our rules,
+and every query of both Grafana dashboards returns data.
+
+By default the target is a small HTTP server serving a `PipelineMetrics` registry that a thread
+keeps feeding with sample observations (every metric, every label the panels use). To check a
+real pipeline instead, e.g. during a replay, point the jobs at it:
+
+    HOLDWATCH_SCRAPE_WORKER=127.0.0.1:9108 HOLDWATCH_SCRAPE_NOTIFIER=127.0.0.1:9109 \\
+        .venv/bin/pytest tests/integration/test_prometheus_scrape.py
+
+A replay produces only traffic="replay", so with an external target the live-latency queries
+(and the SLO recording rules built on them) are reported but not required to return data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, start_http_server
+
+from streams.metrics import PipelineMetrics
+from tests.unit.test_deploy_static import DASHBOARDS, RULES_FILE, load_dashboard, panel_queries
+
+SCRAPE_INTERVAL_S = 1
+READY_TIMEOUT_S = 30.0
+DATA_TIMEOUT_S = 40.0
+INSTALL_HINT = (
+    "the prometheus server is not on PATH. Install it: "
+    "apt-get update && apt-get install -y --no-install-recommends prometheus (`make install` does it)"
+)
+
+
+# --- the sample target -----------------------------------------------------------------------------
+
+
+def feed(metrics: PipelineMetrics, step: int) -> None:
+    """One round of plausible observations; called repeatedly so every rate is above zero."""
+    for topic, event_type in (
+        ("emanifest", "cargo_reported"),
+        ("rns", "rns_message"),
+        ("carm", "carm_snapshot"),
+    ):
+        metrics.events_consumed.labels(topic, event_type).inc(5)
+    metrics.dead_letters.labels("not_json").inc()
+    metrics.dead_letters.labels("internal_error").inc(step % 2)
+    metrics.alert_events.labels("raised", "warning").inc()
+    metrics.alert_events.labels("updated", "critical").inc()
+    metrics.alert_events.labels("resolved", "none").inc()
+    metrics.alert_rules.labels("PARS_NOT_MATCHED", "warning").inc()
+    metrics.alert_rules.labels("EMANIFEST_NOT_ACCEPTED", "critical").inc()
+    metrics.open_alerts.labels("warning").set(3 + step % 4)
+    metrics.open_alerts.labels("critical").set(1)
+    for traffic in ("live", "replay"):
+        for seconds in (0.08, 0.4, 0.9, 1.5):
+            metrics.event_to_alert.labels(traffic).observe(seconds * 30)
+            metrics.kafka_to_alert.labels(traffic).observe(seconds)
+            metrics.alert_to_slack.labels(traffic).observe(seconds * 4)
+            metrics.end_to_end.labels(traffic).observe(seconds * 20)
+    metrics.slack_calls.labels("chat.postMessage", "ok").inc(3)
+    metrics.slack_calls.labels("chat.update", "ok").inc()
+    metrics.slack_calls.labels("chat.postMessage", "transient").inc(step % 2)
+    metrics.slack_rate_limited.inc()
+    metrics.slack_retries.inc()
+    metrics.slack_pending.set(step % 3)
+    for topic, lag in (("emanifest", 40), ("rns", 12), ("carm", 0)):
+        metrics.consumer_lag.labels(topic).set(lag + step % 5)
+    metrics.last_input.set_to_current_time()
+    metrics.shipments.set(120 + step)
+    metrics.importers.set(40)
+    metrics.pending_deadlines.set(200 + step)
+    metrics.held_for_order.set(step % 3)
+
+
+@contextlib.contextmanager
+def sample_target() -> Iterator[str]:
+    """host:port of an HTTP server exposing a PipelineMetrics registry that keeps changing."""
+    registry = CollectorRegistry()
+    metrics = PipelineMetrics(registry)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    stop = threading.Event()
+
+    def keep_feeding() -> None:
+        step = 0
+        while not stop.is_set():
+            feed(metrics, step)
+            step += 1
+            stop.wait(0.2)
+
+    feeder = threading.Thread(target=keep_feeding, name="metrics-feeder", daemon=True)
+    feeder.start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        stop.set()
+        feeder.join(timeout=5)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --- the Prometheus server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    url: str
+    external: bool
+    log: Path
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=10) as response:
+            return json.load(response)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = self.get("/api/v1/query", query=expr)
+        assert answer["status"] == "success", answer
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+
+def scrape_config(worker: str, notifier: str) -> dict[str, Any]:
+    return {
+        "global": {
+            "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
+            "scrape_timeout": f"{SCRAPE_INTERVAL_S}s",
+            "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
+        },
+        "rule_files": [str(RULES_FILE)],
+        "scrape_configs": [
+            {"job_name": "holdwatch-worker", "static_configs": [{"targets": [worker]}]},
+            {"job_name": "holdwatch-notifier", "static_configs": [{"targets": [notifier]}]},
+        ],
+    }
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"prometheus exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+            )
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"prometheus not ready after {READY_TIMEOUT_S} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail(INSTALL_HINT)
+    workdir = tmp_path_factory.mktemp("prometheus")
+    worker = os.environ.get("HOLDWATCH_SCRAPE_WORKER", "").strip()
+    notifier = os.environ.get("HOLDWATCH_SCRAPE_NOTIFIER", "").strip()
+    with contextlib.ExitStack() as stack:
+        if not worker or not notifier:
+            sample = stack.enter_context(sample_target())
+            worker, notifier = worker or sample, notifier or sample
+        config = workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(scrape_config(worker, notifier)), encoding="utf-8")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = workdir / "prometheus.log"
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_ready(process, url, log)
+            yield Prometheus(url, external=bool(os.environ.get("HOLDWATCH_SCRAPE_WORKER")), log=log)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
+
+
+# --- the checks --------------------------------------------------------------------------------------
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    return [
+        (f"{path.name}: {title}", expr)
+        for path in DASHBOARDS
+        for title, expr in panel_queries(load_dashboard(path))
+    ]
+
+
+def live_only(expr: str) -> bool:
+    return 'traffic="live"' in expr or "holdwatch:slo_errors:" in expr
+
+
+def has_finite_value(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(float(series["value"][1])) for series in result)
+
+
+def test_both_jobs_are_scraped(prometheus: Prometheus) -> None:
+    deadline = time.monotonic() + DATA_TIMEOUT_S
+    up: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        up = prometheus.query('up{job=~"holdwatch-.*"} == 1')
+        if len(up) == 2:
+            break
+        time.sleep(SCRAPE_INTERVAL_S)
+    assert sorted(series["metric"]["job"] for series in up) == ["holdwatch-notifier", "holdwatch-worker"]
+
+
+def test_our_rules_load_and_evaluate(prometheus: Prometheus) -> None:
+    groups = prometheus.get("/api/v1/rules")["data"]["groups"]
+    loaded = {rule["name"] for group in groups for rule in group["rules"]}
+    expected = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+    names = {rule.get("alert") or rule.get("record") for group in expected for rule in group["rules"]}
+    assert loaded == names
+    time.sleep(3 * SCRAPE_INTERVAL_S)
+    groups = prometheus.get("/api/v1/rules")["data"]["groups"]
+    broken = {
+        rule["name"]: rule.get("lastError")
+        for group in groups
+        for rule in group["rules"]
+        if rule["health"] == "err"
+    }
+    assert broken == {}
+
+
+def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
+    queries = dashboard_queries()
+    assert len(queries) > 20
+    pending = dict(enumerate(queries))
+    answers: dict[int, list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + DATA_TIMEOUT_S
+    while pending and time.monotonic() < deadline:
+        for index, (_, expr) in list(pending.items()):
+            answers[index] = prometheus.query(expr)
+            if has_finite_value(answers[index]):
+                del pending[index]
+        if pending:
+            time.sleep(SCRAPE_INTERVAL_S)
+    if prometheus.external:
+        skipped = {i: q for i, q in pending.items() if live_only(q[1])}
+        for index, (where, _) in skipped.items():
+            print(f"no data (expected during a replay: live traffic only): {where}")
+            del pending[index]
+    missing = {
+        where: {"expr": expr, "answer": answers.get(index)} for index, (where, expr) in pending.items()
+    }
+    assert missing == {}, f"panels without data after {DATA_TIMEOUT_S} s (prometheus log: {prometheus.log})"
+
+
+def test_a_query_for_a_missing_metric_returns_nothing(prometheus: Prometheus) -> None:
+    """The data check above must be able to fail: an unknown series gives an empty answer."""
+    assert prometheus.query("sum(rate(holdwatch_no_such_metric_total[1m]))") == []
+    assert not has_finite_value(prometheus.query("holdwatch_no_such_gauge"))

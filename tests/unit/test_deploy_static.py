@@ -1,0 +1,651 @@
+"""Static checks of the deployable stack (no Docker engine here, so nothing is run).
+
+Docker Compose, the Dockerfile, Prometheus and Grafana files must agree with each other and
+with the code: referenced files exist, ports and env line up, images are pinned, every HOLDWATCH_*
+variable is a Settings field, and every metric a rule or panel queries is one streams/metrics.py
+defines, with labels it has.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
+
+from streams.metrics import PipelineMetrics
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+RULES_FILE = PROMETHEUS_DIR / "rules" / "holdwatch.rules.yml"
+RULE_TESTS_FILE = PROMETHEUS_DIR / "tests" / "holdwatch.rules.test.yml"
+GRAFANA_DIR = REPO / "deploy" / "grafana"
+DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+OPERATIONS_DOC = REPO / "docs" / "operations.md"
+
+HOLDWATCH_COMMAND = "holdwatch"
+SCRAPE_LABELS = frozenset({"job", "instance"})
+# Grafana's interval variables, replaced by what Grafana would pass (test_prometheus_scrape too).
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = load_yaml(COMPOSE_FILE)
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(compose["services"])
+
+
+def holdwatch_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Services that run the image built from our Dockerfile."""
+    return {name: svc for name, svc in services.items() if "build" in svc}
+
+
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::?[-?](?P<default>[^}]*))?\}")
+
+
+def resolve_default(value: Any) -> str | None:
+    """What a compose value becomes with an empty shell: `${X:-d}` -> d, `a${X:-b}c` -> abc, None -> None."""
+    if value is None:
+        return None
+    return _VARIABLE.sub(lambda match: match.group("default") or "", str(value))
+
+
+def environment(service: dict[str, Any]) -> dict[str, Any]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.split("=", 1) for item in env)
+        return {pair[0]: (pair[1] if len(pair) == 2 else None) for pair in pairs}
+    return dict(env)
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host port, container port) of each `ports:` entry, defaults resolved."""
+    result = []
+    for entry in service.get("ports") or []:
+        parts = str(resolve_default(entry)).split(":")
+        result.append((parts[-2], int(parts[-1].split("/")[0])))
+    return result
+
+
+# --- metrics and PromQL --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: str
+    labels: frozenset[str]
+
+    def sample_names(self) -> dict[str, frozenset[str]]:
+        """Series names a scrape produces, each with the labels it carries."""
+        if self.kind == "counter":
+            return {f"{self.name}_total": self.labels, f"{self.name}_created": self.labels}
+        if self.kind == "histogram":
+            return {
+                f"{self.name}_bucket": self.labels | {"le"},
+                f"{self.name}_count": self.labels,
+                f"{self.name}_sum": self.labels,
+                f"{self.name}_created": self.labels,
+            }
+        return {self.name: self.labels}
+
+
+def metric_families() -> list[Family]:
+    metrics = PipelineMetrics(CollectorRegistry())
+    families = []
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            (described,) = value.describe()
+            # Label names of a labelled metric without children are only on the wrapper.
+            labels = frozenset(value._labelnames)
+            families.append(Family(described.name, described.type, labels))
+    return families
+
+
+def exposed_series() -> dict[str, frozenset[str]]:
+    series: dict[str, frozenset[str]] = {}
+    for family in metric_families():
+        series.update(family.sample_names())
+    return series
+
+
+_SELECTOR = re.compile(r"\b(?P<name>holdwatch_[a-z0-9_]+|holdwatch:[a-z0-9_:]+)\b(?P<matchers>\{[^}]*\})?")
+_MATCHER_KEY = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+
+
+def selectors(expr: str) -> Iterator[tuple[str, frozenset[str]]]:
+    """(metric or recording-rule name, label names matched) for each selector in a PromQL expression."""
+    for match in _SELECTOR.finditer(expr):
+        matchers = match.group("matchers") or ""
+        yield match.group("name"), frozenset(_MATCHER_KEY.findall(matchers))
+
+
+def grouping_labels(expr: str) -> set[str]:
+    return {label.strip() for group in _GROUPING.findall(expr) for label in group.split(",") if label.strip()}
+
+
+def unknown_metrics(expr: str, series: dict[str, frozenset[str]], records: set[str]) -> set[str]:
+    return {name for name, _ in selectors(expr) if name not in series and name not in records}
+
+
+def unknown_labels(expr: str, series: dict[str, frozenset[str]]) -> set[str]:
+    """Label names matched on a raw series, or grouped by, that no referenced series carries."""
+    problems: set[str] = set()
+    known_here: set[str] = set(SCRAPE_LABELS)
+    raw_only = True
+    for name, matched in selectors(expr):
+        if name not in series:
+            raw_only = False  # a recording rule: its labels are checked by promtool tests
+            continue
+        allowed = series[name] | SCRAPE_LABELS
+        problems |= {f"{name}{{{label}}}" for label in matched - allowed}
+        known_here |= allowed
+    if raw_only:
+        problems |= {f"by ({label})" for label in grouping_labels(expr) - known_here}
+    return problems
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    data = load_yaml(RULES_FILE)
+    groups: list[dict[str, Any]] = data["groups"]
+    return groups
+
+
+def rules() -> list[dict[str, Any]]:
+    return [rule for group in rule_groups() for rule in group["rules"]]
+
+
+def recording_names() -> set[str]:
+    return {rule["record"] for rule in rules() if "record" in rule}
+
+
+def alerting_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def load_dashboard(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])  # collapsed rows keep their panels inside
+
+
+def panel_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(panel title, PromQL with Grafana variables replaced) for every target of every panel."""
+    for panel in all_panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            yield panel["title"], expr
+
+
+def every_expression() -> list[tuple[str, str]]:
+    found = [(f"rule {rule.get('alert') or rule.get('record')}", rule["expr"]) for rule in rules()]
+    for path in DASHBOARDS:
+        found += [(f"{path.name}: {title}", expr) for title, expr in panel_queries(load_dashboard(path))]
+    return found
+
+
+# --- the checkers themselves can fail ----------------------------------------------------------------
+
+
+def test_checkers_flag_unknown_metrics_and_labels() -> None:
+    series = exposed_series()
+    records = {"holdwatch:known:rate5m"}
+    assert unknown_metrics("rate(holdwatch_nope_total[5m]) + holdwatch:known:rate5m", series, records) == {
+        "holdwatch_nope_total"
+    }
+    assert unknown_metrics("sum(rate(holdwatch_events_consumed_total[5m]))", series, records) == set()
+    assert unknown_metrics("holdwatch_events_consumed", series, records) == {"holdwatch_events_consumed"}
+    assert unknown_labels('holdwatch_open_alerts{port="YYZ"}', series) == {"holdwatch_open_alerts{port}"}
+    assert unknown_labels("sum by (port) (holdwatch_open_alerts)", series) == {"by (port)"}
+    assert unknown_labels(
+        'sum by (le) (rate(holdwatch_end_to_end_seconds_bucket{traffic="live"}[1m]))', series
+    ) == (set())
+    assert resolve_default("${A:-x}y${B:-}z${C}") == "xyz"
+
+
+def test_metric_families_come_from_pipeline_metrics() -> None:
+    names = {family.name: family for family in metric_families()}
+    assert names["holdwatch_events_consumed"].kind == "counter"
+    assert names["holdwatch_end_to_end_seconds"].labels == {"traffic"}
+    assert "holdwatch_open_alerts" in exposed_series()
+
+
+# --- Prometheus rules and dashboards against streams/metrics.py ---------------------------------------
+
+
+def test_every_metric_in_rules_and_dashboards_exists() -> None:
+    series = exposed_series()
+    records = recording_names()
+    problems = {
+        where: sorted(missing)
+        for where, expr in every_expression()
+        if (missing := unknown_metrics(expr, series, records))
+    }
+    assert problems == {}, "metric names not defined in streams/metrics.py or the recording rules"
+
+
+def test_every_label_in_rules_and_dashboards_exists_on_its_metric() -> None:
+    series = exposed_series()
+    problems = {
+        where: sorted(bad) for where, expr in every_expression() if (bad := unknown_labels(expr, series))
+    }
+    assert problems == {}
+
+
+def test_expressions_reference_holdwatch_metrics() -> None:
+    """A panel or rule reading nothing of ours would pass the name check vacuously."""
+    exempt = {"HoldwatchWorkerDown", "HoldwatchTargetDown", "Targets up"}
+    empty = [
+        where
+        for where, expr in every_expression()
+        if not any(True for _ in selectors(expr)) and not any(name in where for name in exempt)
+    ]
+    assert empty == []
+
+
+def test_latency_rules_use_live_traffic_and_slo_buckets() -> None:
+    from streams.metrics import LATENCY_BUCKETS
+
+    for rule in rules():
+        for name, _ in selectors(rule["expr"]):
+            if name.endswith("_seconds_bucket") or name.endswith("_seconds_count"):
+                assert 'traffic="live"' in rule["expr"], rule.get("record") or rule.get("alert")
+        for bucket in re.findall(r'le="([^"]+)"', rule["expr"]):
+            assert float(bucket) in LATENCY_BUCKETS, f"le={bucket} is not a bucket boundary"
+            assert re.fullmatch(r"\d+\.\d+", bucket), f"le={bucket}: write it as exposed, e.g. 1.0"
+
+
+def test_alerts_have_severity_text_and_a_runbook_section() -> None:
+    doc = OPERATIONS_DOC.read_text(encoding="utf-8")
+    anchors = {github_anchor(line.lstrip("#")) for line in doc.splitlines() if line.startswith("#")}
+    for rule in alerting_rules():
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        annotations = rule["annotations"]
+        assert annotations["summary"] and annotations["description"], rule["alert"]
+        page, _, anchor = annotations["runbook_url"].partition("#")
+        assert page == "docs/operations.md", rule["alert"]
+        assert anchor in anchors, f"{rule['alert']}: no heading #{anchor} in docs/operations.md"
+        assert rule["alert"].lower() in anchor, rule["alert"]
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's heading slug: lower case, punctuation dropped, spaces to hyphens."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
+    suite = load_yaml(RULE_TESTS_FILE)
+    assert suite["rule_files"] == ["../rules/holdwatch.rules.yml"]
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for case in suite["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (fires if check.get("exp_alerts") else silent).add(check["alertname"])
+    alerts = {rule["alert"] for rule in alerting_rules()}
+    assert alerts - fires == set(), "alerts never shown firing"
+    assert alerts - silent == set(), "alerts never shown staying silent"
+    assert (fires | silent) - alerts == set(), "tests of alerts that do not exist"
+
+
+def test_grouped_recording_rules_are_unique() -> None:
+    keys = [
+        (rule["record"], tuple(sorted((rule.get("labels") or {}).items())))
+        for rule in rules()
+        if "record" in rule
+    ]
+    assert len(keys) == len(set(keys))
+
+
+# --- Grafana -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_is_valid_with_unique_panel_ids(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    assert dashboard["uid"] and dashboard["title"]
+    panels = list(all_panels(dashboard))
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids in {path.name}"
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] in ("row", "text"):
+            continue
+        assert panel["targets"], f"{panel['title']}: no query"
+        assert panel["datasource"]["uid"] == datasource_uid()
+        ref_ids = [target["refId"] for target in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == datasource_uid()
+            assert target["expr"].strip()
+
+
+def test_dashboards_expected_and_uids_unique() -> None:
+    assert {path.name for path in DASHBOARDS} == {"dispatch.json", "pipeline.json"}
+    uids = [load_dashboard(path)["uid"] for path in DASHBOARDS]
+    assert len(uids) == len(set(uids))
+
+
+def test_dashboards_cover_the_views_of_the_issue() -> None:
+    pipeline = " ".join(
+        expr for _, expr in panel_queries(load_dashboard(GRAFANA_DIR / "dashboards/pipeline.json"))
+    )
+    for needle in (
+        "holdwatch_events_consumed_total",
+        "holdwatch_consumer_lag_records",
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.95,",
+        "histogram_quantile(0.99,",
+        "holdwatch_slack_calls_total",
+        "holdwatch_dead_letters_total",
+    ):
+        assert needle in pipeline, needle
+    dispatch = " ".join(
+        expr for _, expr in panel_queries(load_dashboard(GRAFANA_DIR / "dashboards/dispatch.json"))
+    )
+    for needle in ("holdwatch_open_alerts", "holdwatch_alert_rule_events_total", "[1h]"):
+        assert needle in dispatch, needle
+
+
+def datasource_uid() -> str:
+    provisioned = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml")
+    (source,) = provisioned["datasources"]
+    uid: str = source["uid"]
+    return uid
+
+
+def test_grafana_provisioning_matches_compose(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    mounts = {target: source for source, target in bind_mounts(grafana)}
+    provider = load_yaml(GRAFANA_DIR / "provisioning" / "dashboards" / "holdwatch.yml")
+    (entry,) = provider["providers"]
+    assert mounts[entry["options"]["path"]] == "./deploy/grafana/dashboards"
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).parent.as_posix() == entry["options"]["path"]
+    assert (GRAFANA_DIR / "dashboards" / Path(home).name).is_file()
+    source = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml")["datasources"][0]
+    host, port = source["url"].removeprefix("http://").split(":")
+    assert host in services
+    assert int(port) in container_ports(services[host])
+
+
+# --- Compose and Dockerfile -------------------------------------------------------------------------
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of the `./...` bind mounts (named and anonymous volumes left out)."""
+    found = []
+    for volume in service.get("volumes") or []:
+        source, _, rest = str(volume).partition(":")
+        if source.startswith((".", "/")) and rest:
+            found.append((source, rest.split(":")[0]))
+    return found
+
+
+def container_ports(service: dict[str, Any]) -> set[int]:
+    ports = {container for _, container in published_ports(service)}
+    ports |= {int(str(port)) for port in service.get("expose") or []}
+    return ports
+
+
+def test_every_file_compose_refers_to_exists(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for source, _ in bind_mounts(service):
+            assert (REPO / source).exists(), f"{name}: {source} does not exist"
+        build = service.get("build")
+        if build:
+            assert (REPO / build["context"]).is_dir(), name
+            assert (REPO / build["context"] / build.get("dockerfile", "Dockerfile")).is_file(), name
+
+
+def test_compose_volumes_are_declared(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    declared = set(compose.get("volumes") or {})
+    used = set()
+    for service in services.values():
+        for volume in service.get("volumes") or []:
+            source, sep, _ = str(volume).partition(":")
+            if sep and not source.startswith((".", "/")):
+                used.add(source)
+    assert used == declared
+
+
+def test_dockerfile_copies_existing_files_not_ignored() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    allowed = {
+        line[1:].rstrip("/")
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.startswith("!")
+    }
+    assert DOCKERIGNORE.read_text(encoding="utf-8").splitlines()[0:5].count("*") == 1, "allow-list expected"
+    copied = []
+    for line in text.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            copied += line.split()[1:-1]
+    assert copied, "no COPY found"
+    for source in copied:
+        assert (REPO / source).exists(), source
+        assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    for package in packages["packages"]["find"]["include"]:
+        assert package.rstrip("*") in copied, f"package {package} not copied into the image"
+
+
+def dockerfile_images() -> list[str]:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.MULTILINE))
+    images = []
+    for stage in re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE):
+        images.append(args.get(stage.strip("${}"), stage))
+    return images
+
+
+def is_pinned(image: str) -> bool:
+    """An explicit version tag (digits and dots) or a digest; never :latest or no tag."""
+    if "@sha256:" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        return False
+    return tag != "latest" and re.match(r"^v?\d+(\.\d+)+", tag) is not None
+
+
+def test_pinning_check_rejects_floating_tags() -> None:
+    assert not is_pinned("prom/prometheus")
+    assert not is_pinned("prom/prometheus:latest")
+    assert not is_pinned("grafana/grafana:main")
+    assert not is_pinned("python:3-slim")
+    assert is_pinned("python:3.11.7-slim-bookworm")
+    assert is_pinned("prom/prometheus:v2.55.1")
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    images = dockerfile_images()
+    assert images and all(image.startswith("python:3.11.") for image in images)
+    for name, service in services.items():
+        image = resolve_default(service.get("image"))
+        assert image, f"{name}: no image"
+        images.append(image)
+    for image in images:
+        assert is_pinned(image), f"{image} is not pinned to an explicit version"
+
+
+def test_holdwatch_image_tag_is_the_package_version(services: dict[str, dict[str, Any]]) -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    for name, service in holdwatch_services(services).items():
+        assert resolve_default(service["image"]) == f"holdwatch:{version}", name
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            env.update(dict(re.findall(r"(\w+)=(\S+)", line)))
+    return env
+
+
+def test_every_holdwatch_variable_is_a_settings_field(services: dict[str, dict[str, Any]]) -> None:
+    fields = set(Settings.model_fields)
+    names = {key for service in services.values() for key in environment(service)} | set(dockerfile_env())
+    holdwatch = {name for name in names if name.startswith("HOLDWATCH_")}
+    assert len(holdwatch) > 10
+    unknown = {name for name in holdwatch if name.removeprefix("HOLDWATCH_").lower() not in fields}
+    unknown -= {"HOLDWATCH_IMAGE_TAG", "HOLDWATCH_REPLAY_APP_ID"}  # compose-only, never in a container
+    assert unknown == set()
+    for name, service in services.items():
+        for key in environment(service):
+            assert key not in ("HOLDWATCH_IMAGE_TAG", "HOLDWATCH_REPLAY_APP_ID"), name
+
+
+def test_compose_defaults_are_valid_settings(services: dict[str, dict[str, Any]]) -> None:
+    """Each holdwatch container's env, with an empty shell, builds a valid Settings."""
+    for name, service in holdwatch_services(services).items():
+        values: dict[str, Any] = {}
+        for key, raw in {**dockerfile_env(), **environment(service)}.items():
+            value = resolve_default(raw)
+            if key.startswith("HOLDWATCH_") and value is not None and "$" not in value:
+                values[key.removeprefix("HOLDWATCH_").lower()] = value
+        settings = Settings(**values)
+        if "kafka_bootstrap" in values:
+            assert settings.kafka_bootstrap == "kafka:9092", name
+        assert settings.metrics_port == Settings.model_fields["metrics_port"].default, name
+
+
+def test_secrets_are_only_passed_through(services: dict[str, dict[str, Any]]) -> None:
+    secret = {"HOLDWATCH_KAFKA_SASL_PASSWORD", "HOLDWATCH_SLACK_TOKEN"}
+    for name, service in services.items():
+        env = environment(service)
+        for key in secret & set(env):
+            assert env[key] is None, f"{name}: {key} must come from the shell, not the file"
+    assert not secret & set(dockerfile_env())
+
+
+def test_ports_line_up(services: dict[str, dict[str, Any]]) -> None:
+    metrics_port = int(dockerfile_env()["HOLDWATCH_METRICS_PORT"])
+    assert metrics_port == Settings.model_fields["metrics_port"].default
+    assert f"EXPOSE {metrics_port}" in DOCKERFILE.read_text(encoding="utf-8")
+    scrape = load_yaml(PROMETHEUS_CONFIG)
+    scraped_services = set()
+    for job in scrape["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for dns_name in sd["names"]:
+                assert dns_name in services, f"{job['job_name']} scrapes unknown service {dns_name}"
+                service = services[dns_name]
+                port = int(resolve_default(environment(service)["HOLDWATCH_METRICS_PORT"]) or 0)
+                assert sd["port"] == port == metrics_port, dns_name
+                assert port in container_ports(service), f"{dns_name} does not expose {port}"
+                scraped_services.add(dns_name)
+    long_running = {name for name, svc in holdwatch_services(services).items() if svc.get("restart") != "no"}
+    assert long_running <= scraped_services, "a holdwatch process Prometheus does not scrape"
+    host_ports = [host for service in services.values() for host, _ in published_ports(service)]
+    assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
+    listen = [arg for arg in services["prometheus"]["command"] if arg.startswith("--web.listen-address")]
+    assert listen == ["--web.listen-address=:9090"] and 9090 in container_ports(services["prometheus"])
+
+
+def test_scalable_services_have_no_fixed_name_or_host_port(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("worker", "replay-worker", "notifier"):
+        assert "container_name" not in services[name], name
+        assert "ports" not in services[name], name
+        assert "hostname" not in services[name], name
+
+
+def test_kafka_bootstrap_matches_the_broker(services: dict[str, dict[str, Any]]) -> None:
+    kafka = environment(services["kafka"])
+    advertised = str(resolve_default(kafka["KAFKA_ADVERTISED_LISTENERS"])).split(",")
+    bootstrap = resolve_default(environment(services["worker"])["HOLDWATCH_KAFKA_BOOTSTRAP"])
+    assert f"PLAINTEXT://{bootstrap}" in advertised
+    names = {listener.split("://")[0] for listener in str(kafka["KAFKA_LISTENERS"]).split(",")}
+    mapped = {pair.split(":")[0] for pair in str(kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]).split(",")}
+    assert names == mapped
+    assert "broker" in kafka["KAFKA_PROCESS_ROLES"] and "controller" in kafka["KAFKA_PROCESS_ROLES"]  # KRaft
+
+
+def test_dependencies_exist_and_profiles_are_respected(services: dict[str, dict[str, Any]]) -> None:
+    conditions = {"service_started", "service_healthy", "service_completed_successfully"}
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        for dependency, spec in dict(depends).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert spec["condition"] in conditions
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
+            if spec["condition"] == "service_completed_successfully":
+                assert services[dependency].get("restart") == "no", dependency
+            if not service.get("profiles"):
+                assert not services[dependency].get("profiles"), f"{name} needs optional {dependency}"
+
+
+def test_long_running_services_have_health_checks(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if service.get("restart") == "no":
+            continue  # one-shot jobs
+        check = service.get("healthcheck")
+        assert check and check["test"], f"{name} has no health check"
+
+
+def test_worker_health_check_probes_the_metrics_port(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("worker", "notifier", "replay-worker"):
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert "HOLDWATCH_METRICS_PORT" in probe and "/metrics" in probe, name
+
+
+def test_roles_run_real_commands(services: dict[str, dict[str, Any]]) -> None:
+    from streams.cli import build_parser
+
+    parser = build_parser()
+    for name, service in holdwatch_services(services).items():
+        argv = [str(resolve_default(arg)) for arg in service["command"]]
+        args = parser.parse_args(argv)
+        assert callable(args.func), name
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert f'ENTRYPOINT ["{HOLDWATCH_COMMAND}"]' in text
+    assert re.search(r"^USER (?!root|0\b)\S+", text, flags=re.MULTILINE), "the image must not run as root"
+
+
+def test_prometheus_mounts_match_its_config(services: dict[str, dict[str, Any]]) -> None:
+    mounts = dict(bind_mounts(services["prometheus"]))
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    config_dir = Path("/etc/prometheus")
+    rules_target = Path(mounts["./deploy/prometheus/rules"])
+    for pattern in load_yaml(PROMETHEUS_CONFIG)["rule_files"]:
+        assert (config_dir / pattern).parent == rules_target
+        assert list(PROMETHEUS_DIR.glob(pattern)) == [RULES_FILE]
