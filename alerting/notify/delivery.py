@@ -62,6 +62,11 @@ class DeliveryPolicy:
     storm_window_s: float = 120.0
     critical_mention: str | None = None  # user group id (S0123ABC)
     find_margin_s: float = 120.0  # look this far before an uncertain post for its landing
+    # A lifecycle raised as a warning is posted only once it has lasted this long (or escalates);
+    # one that clears sooner is never shown. 0 = post at once. Held-back time is not persisted.
+    warning_hold_s: float = 0.0
+    # Outcomes that get the broadcast thread reply (the message itself is always edited).
+    resolution_reply_outcomes: frozenset[str] = frozenset({"released", "cleared", "cancelled"})
 
 
 @dataclass
@@ -117,6 +122,7 @@ class Delivery:
         self.digests: dict[str, DigestRecord] = {}
         self.channels: dict[str, ChannelState] = {}
         self._edit_due: dict[str, float] = {}
+        self._post_due: dict[str, float] = {}  # warnings held back until then
         self._accepted_at: dict[str, list[tuple[int, float]]] = {}
         self._channels_changed = asyncio.Event()
 
@@ -207,7 +213,10 @@ class Delivery:
             elif self.storms.observe_raised(rec.channel, now):
                 await self._join_digest(ch, rec)
             else:
-                self._mark(ch, rec.alert_id, now)
+                hold = self.policy.warning_hold_s if alert.severity == "warning" else 0.0
+                if hold > 0:
+                    self._post_due[rec.alert_id] = now + hold
+                self._mark(ch, rec.alert_id, now + hold)
         else:
             previous, rec.latest = rec.latest, alert
             rec.partition = partition if partition is not None else rec.partition
@@ -216,10 +225,17 @@ class Delivery:
                 digest = self.digests.get(rec.digest)
                 if digest is not None:
                     self._mark(ch, digest.digest_id, now + self.policy.digest_edit_delay_s)
+            elif rec.ts is None and rec.intent is None and self._post_due.get(rec.alert_id, -math.inf) > now:
+                if alert.action == "resolved":
+                    rec.silent = True  # cleared while held back: dispatch never needed to see it
+                    self._post_due.pop(rec.alert_id, None)
+                elif alert.severity == "critical":
+                    self._post_due[rec.alert_id] = now
+                self._reschedule_alert(rec)
             elif not rec.silent:
                 on_slack = rec.ts is not None or rec.intent == "post"
                 if alert.action == "resolved":
-                    if on_slack:
+                    if on_slack and (alert.outcome or "") in self.policy.resolution_reply_outcomes:
                         rec.owed.append(f"resolution:{alert.seq}")
                     self._edit_due[rec.alert_id] = now
                 elif _is_escalation(alert, previous):
@@ -255,7 +271,7 @@ class Delivery:
         if rec.digest is not None or rec.silent:
             return None
         if rec.ts is None:
-            return ("post", -math.inf)
+            return ("post", self._post_due.get(rec.alert_id, -math.inf))
         for key in rec.owed:
             if key.startswith("escalation:"):
                 return (key, -math.inf)
@@ -416,6 +432,7 @@ class Delivery:
             rec.ts, rec.channel_id, ch.channel_id = posted.ts, posted.channel_id, posted.channel_id
             rec.shown_seq, rec.shown_fp, rec.intent = sent.seq, message.fingerprint(), None
             rec.owed = [k for k in rec.owed if _reply_seq(k) > sent.seq]
+            self._post_due.pop(key, None)
             await self._save(key, durable=True)
             self._observe_latency(key, sent.seq)
         elif action == "edit":

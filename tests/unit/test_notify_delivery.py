@@ -90,9 +90,9 @@ def lifecycle(alert_id: str, *, team: str | None = None) -> list[AlertEvent]:
 
 
 def parents(slack: SlackTestServer, channel: str = "#dispatch") -> list[str]:
-    return [
-        m.ts for m in slack.top_level(channel) if m.metadata and ":" not in m.metadata["event_payload"]["key"]
-    ]
+    """Keys of the lifecycle messages (not digests) at the top of a channel."""
+    keys = [m.metadata["event_payload"]["key"] for m in slack.top_level(channel) if m.metadata]
+    return [k for k in keys if ":" not in k]
 
 
 async def test_one_message_per_lifecycle_updated_in_place_with_thread_replies(rig: Rig) -> None:
@@ -243,3 +243,32 @@ async def test_lifecycle_first_seen_resolved_posts_nothing(rig: Rig) -> None:
     await rig.feed(make_alert("Z1", 5, "resolved", outcome="cancelled"))
     await rig.settle()
     assert rig.slack.requests == []
+
+
+async def test_held_warning_that_clears_is_never_posted_but_escalation_posts_at_once(rig: Rig) -> None:
+    policy = DeliveryPolicy(warning_hold_s=600)
+    rig.delivery = new_delivery(rig.slack, rig.clock, rig.ledger, rig.metrics, policy)
+    await rig.feed(make_alert("H1"), make_alert("H2"), make_alert("H3", severity="critical"))
+    await rig.settle(60)
+    assert parents(rig.slack) == ["H3"]  # critical is never held
+    await rig.feed(make_alert("H1", 2, "resolved", outcome="cleared"))
+    await rig.feed(make_alert("H2", 2, "updated", "critical", previous_severity="warning"))
+    await rig.settle(60)
+    assert sorted(parents(rig.slack)) == ["H2", "H3"]
+    await rig.settle(1200)
+    assert sorted(parents(rig.slack)) == ["H2", "H3"]  # H1 stays unposted: it cleared while held
+
+
+async def test_broadcast_reply_only_for_configured_outcomes(rig: Rig) -> None:
+    policy = DeliveryPolicy(resolution_reply_outcomes=frozenset({"released"}))
+    rig.delivery = new_delivery(rig.slack, rig.clock, rig.ledger, rig.metrics, policy)
+    await rig.feed(make_alert("O1"), make_alert("O2"))
+    await rig.settle(10)
+    await rig.feed(
+        make_alert("O1", 2, "resolved", outcome="released"),
+        make_alert("O2", 2, "resolved", outcome="cleared"),
+    )
+    await rig.settle()
+    broadcasts = [m for m in rig.slack.all_messages() if m.reply_broadcast]
+    assert [m.metadata["event_payload"]["key"] for m in broadcasts if m.metadata] == ["O1:resolution:2"]
+    assert all("Resolved" in m.text for m in rig.slack.top_level("#dispatch"))
