@@ -187,7 +187,9 @@ class Delivery:
         ch.kick.set()
 
     async def _save(self, key: str, *, durable: bool) -> None:
-        record = self.digests[key] if key.startswith(DIGEST_PREFIX) else self.alerts[key]
+        record = self.digests.get(key) if key.startswith(DIGEST_PREFIX) else self.alerts.get(key)
+        if record is None:
+            return  # forgotten meanwhile (partition revoked): its new owner has the ledger
         await self.ledger.put(key, record.to_entry())
         if durable:
             await self.ledger.flush()
@@ -283,7 +285,7 @@ class Delivery:
 
     def _reschedule_alert(self, rec: AlertRecord) -> None:
         ch = self._channel(rec.channel)
-        nxt = self._alert_next(rec)
+        nxt = self._alert_next(rec) if self.alerts.get(rec.alert_id) is rec else None
         if nxt is None:
             ch.dirty.pop(rec.alert_id, None)
             self._edit_due.pop(rec.alert_id, None)
@@ -330,6 +332,9 @@ class Delivery:
         key, due = min(ch.dirty.items(), key=lambda kv: kv[1])
         if due > now:
             return False
+        if key not in self.alerts and key not in self.digests:
+            del ch.dirty[key]  # forgotten (partition revoked)
+            return True
         try:
             if key.startswith(DIGEST_PREFIX):
                 outcome = await self._step_digest(ch, key)

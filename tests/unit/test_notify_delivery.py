@@ -6,11 +6,13 @@ are exact and no test waits for real time.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -272,3 +274,27 @@ async def test_broadcast_reply_only_for_configured_outcomes(rig: Rig) -> None:
     broadcasts = [m for m in rig.slack.all_messages() if m.reply_broadcast]
     assert [m.metadata["event_payload"]["key"] for m in broadcasts if m.metadata] == ["O1:resolution:2"]
     assert all("Resolved" in m.text for m in rig.slack.top_level("#dispatch"))
+
+
+async def test_revoking_a_partition_mid_call_neither_crashes_nor_blocks_the_channel(rig: Rig) -> None:
+    gate = asyncio.Event()
+    real_post = rig.delivery.gateway.post
+
+    async def slow_post(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await real_post(*args, **kwargs)
+
+    rig.delivery.gateway.post = slow_post  # type: ignore[method-assign]
+    await rig.delivery.accept(make_alert("V1"), partition=0)
+    await rig.delivery.accept(make_alert("V2"), partition=1)
+    step = asyncio.create_task(rig.delivery.step("#dispatch"))
+    await asyncio.sleep(0.05)
+    await rig.delivery.accept(
+        make_alert("V1", 2, "updated", "critical", previous_severity="warning"), partition=0
+    )
+    rig.delivery.forget_partitions([0, 1])  # a rebalance while V1's post is in flight
+    gate.set()
+    assert await step
+    await rig.settle()
+    assert rig.delivery.pending_count() == 0
+    assert rig.delivery.channels["#dispatch"].blocked_until == 0.0
