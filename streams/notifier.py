@@ -174,8 +174,8 @@ async def run_notifier(
     """Consume alert events and deliver them until `stop` is set (an asyncio task in any process).
 
     `client` (an AsyncWebClient) or `gateway` replace the one built from the settings; without a
-    token the console sink prints instead. `ready` is set once the ledger is loaded and the
-    consumer has started.
+    token the console sink prints instead (own ledger topic and group: a dry run). `ready` is set
+    once the consumer has started.
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
@@ -184,7 +184,9 @@ async def run_notifier(
     routing = load_routing(settings.slack_routing_file, default_channel=settings.slack_channel)
     gateway = gateway or make_gateway(settings, client)
     console = isinstance(gateway, ConsoleGateway)
-    topic = ledger_topic or ledger_topic_name(settings)
+    # The console sink is a dry run: its own ledger and group, so switching to Slack later posts everything.
+    suffix = "-console" if console else ""
+    topic = ledger_topic or ledger_topic_name(settings) + suffix
     metrics = metrics or NullMetrics()
     await ensure_notifier_topics(settings, topic)
     config = aiokafka_config(settings)
@@ -202,7 +204,7 @@ async def run_notifier(
     )
     consumer = AIOKafkaConsumer(
         **config,
-        group_id=group_id or f"{settings.app_id}-notifier",
+        group_id=group_id or f"{settings.app_id}-notifier{suffix}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
