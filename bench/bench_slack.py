@@ -6,10 +6,10 @@
    real engine) when available, else from `--alerts FILE`, else from a synthetic lifecycle mix.
    Time is the alerts' own event time on a manual clock; Slack is an in-memory counter.
 2. Alert -> Slack-acknowledged latency, p50/p99, against the local Slack test server (HTTP,
-   slack-sdk AsyncWebClient, no rate limiting): the notifier (ledger in memory) against a bare
-   `chat.postMessage` per event.
+   slack-sdk AsyncWebClient, no rate limiting): the notifier (ledger in memory, and with `--kafka`
+   the real Kafka ledger) against a bare `chat.postMessage` per event.
 
-    .venv/bin/python -m bench.bench_slack [--loads 3000] [--seed 7] [--alerts alerts.jsonl]
+    .venv/bin/python -m bench.bench_slack [--loads 3000] [--seed 7] [--alerts FILE] [--kafka HOST:PORT]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from alerting.notify.clock import ManualClock, SystemClock
 from alerting.notify.delivery import Delivery, DeliveryPolicy, run_simulated
 from alerting.notify.gateway import Posted
-from alerting.notify.ledger import MemoryLedger
+from alerting.notify.ledger import Ledger, MemoryLedger
 from alerting.notify.metrics import CountingMetrics
 from alerting.notify.render import SlackMessage, render_alert
 from alerting.notify.routing import Routing
@@ -171,11 +171,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def notifier_latency(slack: SlackTestServer, alerts: Sequence[AlertEvent], rate: float) -> list[float]:
+async def notifier_latency(
+    slack: SlackTestServer, alerts: Sequence[AlertEvent], rate: float, ledger: Ledger | None = None
+) -> list[float]:
     metrics = CountingMetrics()
     gateway = SlackWebGateway(make_web_client(SecretStr("xoxb-bench"), slack.base_url))
     policy = DeliveryPolicy(min_interval_s=0.0, edit_delay_s=0.0, storm_threshold=10**6)
-    delivery = Delivery(gateway, MemoryLedger(), ROUTING, policy=policy, clock=SystemClock(), metrics=metrics)
+    delivery = Delivery(
+        gateway, ledger or MemoryLedger(), ROUTING, policy=policy, clock=SystemClock(), metrics=metrics
+    )
     stop = asyncio.Event()
     runner = asyncio.create_task(delivery.run(stop))
     for alert in alerts:
@@ -188,6 +192,27 @@ async def notifier_latency(slack: SlackTestServer, alerts: Sequence[AlertEvent],
     if gateway.client.session is not None:
         await gateway.client.session.close()
     return metrics.latencies
+
+
+async def kafka_ledger_latency(
+    bootstrap: str, slack: SlackTestServer, alerts: Sequence[AlertEvent], rate: float
+) -> list[float]:
+    """The notifier with its real ledger: flushed (acks=all) before and after every post."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.kafka_config import aiokafka_config
+    from streams.notifier import KafkaLedger, ensure_notifier_topics
+    from streams.settings import Settings
+
+    settings = Settings(kafka_bootstrap=bootstrap)
+    topic = f"bench.slack-ledger.{int(time.time())}"
+    await ensure_notifier_topics(settings, topic)
+    producer = AIOKafkaProducer(**aiokafka_config(settings), acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    try:
+        return await notifier_latency(slack, alerts, rate, KafkaLedger(producer, topic))
+    finally:
+        await producer.stop()
 
 
 async def direct_latency(slack: SlackTestServer, alerts: Sequence[AlertEvent], rate: float) -> list[float]:
@@ -219,6 +244,9 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loads", type=int, default=3000, help="loads to simulate (default 3000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--latency-events", type=int, default=600, help="events for the latency run")
+    parser.add_argument(
+        "--kafka", metavar="BOOTSTRAP", help="also measure with the Kafka ledger on this broker"
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="events per second in the latency run")
     args = parser.parse_args(argv)
 
@@ -280,14 +308,21 @@ async def main(argv: Sequence[str] | None = None) -> None:
         direct = await direct_latency(slack, sample, args.rate)
     async with SlackTestServer() as slack:
         notified = await notifier_latency(slack, sample, args.rate)
-    for name, values in (
-        ("bare chat.postMessage per event", direct),
-        ("holdwatch notifier (memory ledger)", notified),
-    ):
+    runs = [("bare chat.postMessage per event", direct), ("holdwatch notifier (memory ledger)", notified)]
+    if args.kafka:
+        async with SlackTestServer() as slack:
+            runs.append(
+                (
+                    "holdwatch notifier (Kafka ledger)",
+                    await kafka_ledger_latency(args.kafka, slack, sample, args.rate),
+                )
+            )
+    for name, values in runs:
         p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
-        print(f"  {name:<40} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   (n={len(values)})")
-    ratio = statistics.median(notified) / statistics.median(direct)
-    print(f"  notifier / bare p50 ratio: {ratio:.2f}")
+        ratio = statistics.median(values) / statistics.median(direct)
+        print(
+            f"  {name:<40} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   (n={len(values)}, p50 {ratio:.2f}x bare)"
+        )
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ class KafkaLedger:
         future = await self.producer.send(self.topic, key=key.encode(), value=encode_entry(entry))
         self._in_flight.append(future)
 
+    async def put_durable(self, key: str, entry: Mapping[str, Any] | None) -> None:
+        """Wait for this record's ack only (acks=all), not for every batch in flight."""
+        future = await self.producer.send(self.topic, key=key.encode(), value=encode_entry(entry))
+        await future
+
     async def flush(self) -> None:
         pending, self._in_flight = self._in_flight, []
         if pending:
@@ -191,7 +196,7 @@ async def run_notifier(
     await ensure_notifier_topics(settings, topic)
     config = aiokafka_config(settings)
 
-    producer = AIOKafkaProducer(**config, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(**config, acks="all", enable_idempotence=True, linger_ms=0)
     await producer.start()
     ledger = KafkaLedger(producer, topic)
     delivery = Delivery(

@@ -190,9 +190,10 @@ class Delivery:
         record = self.digests.get(key) if key.startswith(DIGEST_PREFIX) else self.alerts.get(key)
         if record is None:
             return  # forgotten meanwhile (partition revoked): its new owner has the ledger
-        await self.ledger.put(key, record.to_entry())
         if durable:
-            await self.ledger.flush()
+            await self.ledger.put_durable(key, record.to_entry())
+        else:
+            await self.ledger.put(key, record.to_entry())
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -438,7 +439,7 @@ class Delivery:
             rec.shown_seq, rec.shown_fp, rec.intent = sent.seq, message.fingerprint(), None
             rec.owed = [k for k in rec.owed if _reply_seq(k) > sent.seq]
             self._post_due.pop(key, None)
-            await self._save(key, durable=True)
+            await self._save(key, durable=False)  # the durable intent covers a crash before this lands
             self._observe_latency(key, sent.seq)
         elif action == "edit":
             sent = rec.latest
@@ -486,7 +487,7 @@ class Delivery:
             )
             rec.owed.remove(action)
             rec.intent = None
-            await self._save(key, durable=True)
+            await self._save(key, durable=False)
         self._reschedule_alert(rec)
         return "sent"
 
@@ -513,7 +514,7 @@ class Delivery:
             digest.ts, digest.channel_id, ch.channel_id = posted.ts, posted.channel_id, posted.channel_id
             digest.intent = None
             outcome: Outcome = "sent"
-            durable = True
+            durable = False
         elif message.fingerprint() != digest.shown_fp:
             assert digest.channel_id is not None
             await self._call("chat.update", self.gateway.update(digest.channel_id, digest.ts, message))

@@ -23,6 +23,10 @@ class Ledger(Protocol):
         """Queue `entry` (None deletes). Not durable until `flush` returns."""
         ...
 
+    async def put_durable(self, key: str, entry: Mapping[str, Any] | None) -> None:
+        """Write `entry` and wait until it (and what was queued before it) is durable."""
+        ...
+
     async def flush(self) -> None: ...
 
 
@@ -176,6 +180,10 @@ class MemoryLedger:
             self.entries.pop(key, None)
         else:
             self.entries[key] = dict(entry)
+
+    async def put_durable(self, key: str, entry: Mapping[str, Any] | None) -> None:
+        await self.put(key, entry)
+        await self.flush()
 
     async def flush(self) -> None:
         self.flushes += 1
