@@ -298,3 +298,28 @@ async def test_revoking_a_partition_mid_call_neither_crashes_nor_blocks_the_chan
     await rig.settle()
     assert rig.delivery.pending_count() == 0
     assert rig.delivery.channels["#dispatch"].blocked_until == 0.0
+
+
+async def test_what_reaches_slack_carries_no_live_mention_or_link(rig: Rig) -> None:
+    nasty = "<!channel> <@U123> <http://evil.example|click> &lt;!here&gt; @here"
+    await rig.feed(
+        make_alert(
+            "X1",
+            severity="critical",
+            load_ref=nasty,
+            importer_name=nasty,
+            broker_name=nasty,
+            shipper_name=nasty,
+        )
+    )
+    await rig.feed(make_alert("X1", 2, "resolved", outcome="released", load_ref=nasty))
+    await rig.settle()
+    bodies = [
+        json.dumps(r.body) for r in rig.slack.calls("chat.postMessage") + rig.slack.calls("chat.update")
+    ]
+    assert len(bodies) == 3
+    for body in bodies:
+        live = body.replace("<!subteam^S0CRIT>", "")  # the one mention we configured
+        assert "<!" not in live and "<@" not in live and "<http" not in live
+        assert "&lt;!channel&gt;" in body and "&amp;lt;!here" in body
+        assert '"link_names": false' in body and '"parse": "none"' in body
