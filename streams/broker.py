@@ -72,8 +72,14 @@ def jar_dir(home: Path, version: str) -> Path:
 
 
 def new_cluster_id() -> str:
-    """16 random bytes, URL-safe base64 without padding: the format `StorageTool random-uuid` prints."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """16 random bytes, URL-safe base64 without padding: the format `StorageTool random-uuid` prints.
+
+    Never starting with `-`: StorageTool's argument parser would take it for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def validate_sasl_users(users: Mapping[str, str]) -> None:

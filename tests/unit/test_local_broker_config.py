@@ -168,3 +168,10 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(BrokerError, match=r"`mvn` is not on PATH.*HOLDWATCH_KAFKA_BOOTSTRAP"):
         fetch_broker_jars("3.9.2", tmp_path / "home")
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    from streams.broker import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(3000)]  # ~1 in 64 would start with "-" by chance
+    assert all(not cluster_id.startswith("-") and len(cluster_id) == 22 for cluster_id in ids)
