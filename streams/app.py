@@ -12,6 +12,7 @@ Agents
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from schemas.alerts import AlertEvent
 from schemas.deadletter import encode_dead_letter, make_dead_letter
 from schemas.decode import Decoded, Rejected, TopicKind, decode
 from streams.kafka_config import faust_broker_settings
-from streams.metrics import PipelineMetrics
+from streams.metrics import NotifierPrometheus, PipelineMetrics
 from streams.processor import (
     CONTROL_HEADER,
     ClockMode,
@@ -61,6 +62,7 @@ def build_app(
     store: str | None = None,
     wall_tick_s: float = 1.0,
     registry: CollectorRegistry | None = None,
+    with_notifier: bool = False,
 ) -> faust.App:
     store_name = store or settings.store
     app = faust.App(
@@ -245,6 +247,19 @@ def build_app(
                     await control.send(
                         key=None, value=tick, partition=tp.partition, headers=[(CONTROL_HEADER, b"tick")]
                     )
+
+    if with_notifier:
+        notifier_stop = asyncio.Event()
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def notifier() -> None:
+            from streams.notifier import run_notifier
+
+            await run_notifier(settings, stop=notifier_stop, metrics=NotifierPrometheus(metrics))
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _stop_notifier(sender: Any, **_: Any) -> None:
+            notifier_stop.set()
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def gauges() -> None:

@@ -120,3 +120,50 @@ class PipelineMetrics:
             "Replayed records waiting for the other topic (log order)",
             registry=registry,
         )
+
+
+class NotifierPrometheus:
+    """The notifier's `NotifyMetrics` protocol (alerting/notify/metrics.py) on PipelineMetrics."""
+
+    def __init__(self, metrics: PipelineMetrics) -> None:
+        self._m = metrics
+        self._permanent = Counter(
+            "holdwatch_slack_permanent_errors_total",
+            "Slack answers that need a configuration fix (the alert stays pending)",
+            ["error"],
+            registry=metrics.registry,
+        )
+        self._dropped = Counter(
+            "holdwatch_slack_duplicates_dropped_total",
+            "Alert events already delivered (same event_id or an older step), dropped",
+            registry=metrics.registry,
+        )
+        self._grouped = Counter(
+            "holdwatch_slack_storm_grouped_total",
+            "Alerts folded into a storm digest instead of their own message",
+            registry=metrics.registry,
+        )
+
+    def slack_call(self, method: str, outcome: str) -> None:
+        self._m.slack_calls.labels(method, outcome).inc()
+
+    def rate_limited(self) -> None:
+        self._m.slack_rate_limited.inc()
+
+    def retried(self) -> None:
+        self._m.slack_retries.inc()
+
+    def delivery_latency(self, seconds: float) -> None:
+        self._m.alert_to_slack.labels("live").observe(max(0.0, seconds))
+
+    def permanent_error(self, error: str) -> None:
+        self._permanent.labels(error).inc()
+
+    def duplicate_dropped(self) -> None:
+        self._dropped.inc()
+
+    def storm_grouped(self) -> None:
+        self._grouped.inc()
+
+    def pending(self, count: int) -> None:
+        self._m.slack_pending.set(count)

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         worker_log = workdir / f"{app_id}-worker.log"
         processes.start(
             "worker",
-            _holdwatch("worker", "--clock", "event", "--data-dir", str(workdir / app_id)),
+            _holdwatch("worker", "--clock", "event", "--no-notifier", "--data-dir", str(workdir / app_id)),
             env,
             worker_log,
         )
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"worker started (log: {worker_log}); metrics on http://127.0.0.1:{settings.metrics_port}/metrics"
         )
         notifier_env = {**env, "HOLDWATCH_METRICS_PORT": "0"}
-        processes.start("notifier", _holdwatch("notifier"), notifier_env)
+        processes.start("notifier", _holdwatch("notifier", "--loglevel", "warning"), notifier_env)
         sink = "Slack" if settings.slack_token else "the console"
         _say(f"notifier started: alerts go to {sink}")
         replay = subprocess.run(_holdwatch("replay", str(log), "--speed", args.speed), env=env, check=False)

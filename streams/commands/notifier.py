@@ -38,7 +38,17 @@ async def _main(settings: Settings, group_id: str | None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    await run_notifier(settings, stop=stop, group_id=group_id)
+    metrics = None
+    if settings.metrics_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from streams.metrics import NotifierPrometheus, PipelineMetrics
+
+        registry = CollectorRegistry()
+        metrics = NotifierPrometheus(PipelineMetrics(registry))
+        start_http_server(settings.metrics_port, registry=registry)
+        print(f"notifier: metrics on port {settings.metrics_port}", file=sys.stderr)
+    await run_notifier(settings, stop=stop, group_id=group_id, metrics=metrics)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="0.0.0.0",
         help="address for /metrics (port: HOLDWATCH_METRICS_PORT, 0 = off)",
     )
+    parser.add_argument(
+        "--no-notifier",
+        action="store_true",
+        help="do not deliver alerts from this process (run `holdwatch notifier` separately)",
+    )
     parser.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
 
@@ -61,7 +66,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"holdwatch worker: {exc}", file=sys.stderr)
         return 2
     registry = CollectorRegistry()
-    app = build_app(settings, clock=clock, data_dir=data_dir, store=args.store, registry=registry)
+    app = build_app(
+        settings,
+        clock=clock,
+        data_dir=data_dir,
+        store=args.store,
+        registry=registry,
+        with_notifier=not args.no_notifier,
+    )
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, addr=args.metrics_addr, registry=registry)

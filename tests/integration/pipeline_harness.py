@@ -73,7 +73,16 @@ class Namespace:
         self.logs.append(log)
         handle = log.open("ab")
         return subprocess.Popen(
-            [*HOLDWATCH, "worker", "--clock", "event", "--data-dir", str(self.tmp / f"state-{name}"), *args],
+            [
+                *HOLDWATCH,
+                "worker",
+                "--clock",
+                "event",
+                "--no-notifier",
+                "--data-dir",
+                str(self.tmp / f"state-{name}"),
+                *args,
+            ],
             env=self.env,
             cwd=ROOT,
             stdout=handle,

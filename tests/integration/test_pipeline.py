@@ -28,7 +28,7 @@ def _simulate(ns: Namespace, loads: int, seed: int) -> Path:
         "simulate", "--loads", str(loads), "--seed", str(seed), "--out", str(path), "--no-midway-fixes"
     )
     assert result.returncode == 0, result.stderr
-    assert env["HOLDWATCH_TOPIC_EMANIFEST"] in path.read_text()[:100_000]
+    assert env["HOLDWATCH_TOPIC_CARM"] in path.read_text()[:1000]  # the namespace's topics
     return path
 
 
@@ -132,7 +132,8 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reasons(ns: Namesp
     with LogWriter(log) as out:
         out.write(ns.topics["emanifest"], "ABCD100", {"event_type": "cargo_accepted"})
         out.write(ns.topics["rns"], "OTHERKEY1", rns(1, 9).model_dump(mode="json"))
-        out.write(ns.topics["carm"], "123456789RM0001", {"event_type": "carm_snapshot", "importer_bn": 5})
+        bad_carm = {**carm().model_dump(mode="json"), "ccp_registered": "yes"}
+        out.write(ns.topics["carm"], "123456789RM0001", bad_carm)
         out.write(
             ns.topics["emanifest"], "ABCD100", {**accepted(2).model_dump(mode="json"), "event_type": "zz"}
         )
