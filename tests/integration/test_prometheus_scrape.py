@@ -34,7 +34,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streams.metrics import PipelineMetrics
+from streams.metrics import NotifierPrometheus, PipelineMetrics
 from tests.unit.test_deploy_static import DASHBOARDS, RULES_FILE, load_dashboard, panel_queries
 
 SCRAPE_INTERVAL_S = 1
@@ -49,8 +49,11 @@ INSTALL_HINT = (
 # --- the sample target -----------------------------------------------------------------------------
 
 
-def feed(metrics: PipelineMetrics, step: int) -> None:
+def feed(metrics: PipelineMetrics, notifier: NotifierPrometheus, step: int) -> None:
     """One round of plausible observations; called repeatedly so every rate is above zero."""
+    notifier.permanent_error("channel_not_found")
+    notifier.storm_grouped()
+    notifier.duplicate_dropped()
     for topic, event_type in (
         ("emanifest", "cargo_reported"),
         ("rns", "rns_message"),
@@ -92,13 +95,14 @@ def sample_target() -> Iterator[str]:
     """host:port of an HTTP server exposing a PipelineMetrics registry that keeps changing."""
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry)
+    notifier = NotifierPrometheus(metrics)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     stop = threading.Event()
 
     def keep_feeding() -> None:
         step = 0
         while not stop.is_set():
-            feed(metrics, step)
+            feed(metrics, notifier, step)
             step += 1
             stop.wait(0.2)
 

@@ -21,7 +21,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from streams.metrics import PipelineMetrics
+from streams.metrics import NotifierPrometheus, PipelineMetrics
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,14 +117,16 @@ class Family:
 
 
 def metric_families() -> list[Family]:
+    """Every metric the worker and the notifier can expose (streams/metrics.py)."""
     metrics = PipelineMetrics(CollectorRegistry())
     families = []
-    for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            (described,) = value.describe()
-            # Label names of a labelled metric without children are only on the wrapper.
-            labels = frozenset(value._labelnames)
-            families.append(Family(described.name, described.type, labels))
+    for owner in (metrics, NotifierPrometheus(metrics)):
+        for value in vars(owner).values():
+            if isinstance(value, MetricWrapperBase):
+                (described,) = value.describe()
+                # Label names of a labelled metric without children are only on the wrapper.
+                labels = frozenset(value._labelnames)
+                families.append(Family(described.name, described.type, labels))
     return families
 
 
@@ -243,6 +245,7 @@ def test_metric_families_come_from_pipeline_metrics() -> None:
     assert names["holdwatch_events_consumed"].kind == "counter"
     assert names["holdwatch_end_to_end_seconds"].labels == {"traffic"}
     assert "holdwatch_open_alerts" in exposed_series()
+    assert names["holdwatch_slack_permanent_errors"].labels == {"error"}  # the notifier's own
 
 
 # --- Prometheus rules and dashboards against streams/metrics.py ---------------------------------------
