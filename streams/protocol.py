@@ -9,7 +9,11 @@ far. The pipeline's router merges emanifest[p] and rns[p] by seq, so each shipme
 partition sees the log's order. The final tick (`final: true`) carries the log's
 last event time: every deadline up to and including it fires in every partition.
 
-Records without `hw-seq` (live traffic) are forwarded as they arrive.
+Each replay numbers its records from a base above every earlier replay's numbers
+(microseconds since the epoch x 10^9), so a second replay into the same pipeline is
+never mistaken for stragglers of the first. Seqs are only compared, never stored.
+
+Records without `hw-seq` (live traffic) are applied as they arrive.
 Ticks are recognised by the `hw-tick` header; their value is JSON (see `Tick`).
 """
 

@@ -158,7 +158,11 @@ class ReplayPlanner:
     topics: ReplayTopics
     tick_every: int = DEFAULT_TICK_EVERY
     carm_barrier: bool = True
+    seq_base: int = 0
+    """Seqs of this replay are seq_base + 1, 2, ...: a later replay into the same topics must use a
+    larger base, so the pipeline never takes its records for stragglers of the previous one."""
     last_seq: int = 0
+    published: int = 0
     clock: datetime | None = None
     ticks: int = 0
     _kinds: dict[str, TopicKind] = field(default_factory=dict)
@@ -169,6 +173,7 @@ class ReplayPlanner:
         if self.tick_every < 1:
             raise ValueError(f"tick_every must be >= 1, got {self.tick_every}")
         self._kinds = self.topics.kinds()
+        self.last_seq = max(self.last_seq, self.seq_base)
 
     def feed(self, source: str, item: LogRecord | BadLine) -> list[Action]:
         """The actions for one log line (`source` names its file)."""
@@ -191,6 +196,7 @@ class ReplayPlanner:
                     actions.append(Barrier(self.topics.carm, self._carm_prefix))
         moved_to = self._advance(kind, item)
         self.last_seq += 1
+        self.published += 1
         actions.append(
             Publish(
                 topic=item.topic,
@@ -202,7 +208,7 @@ class ReplayPlanner:
                 event_time=moved_to,
             )
         )
-        if self.last_seq % self.tick_every == 0:
+        if self.published % self.tick_every == 0:
             actions.append(self.tick())
         return actions
 
@@ -256,6 +262,12 @@ class ReplayPlanner:
         return _epoch_ms(self.clock or EPOCH)
 
 
+def seq_base_now(now_ns: int) -> int:
+    """A seq base above every seq of an earlier replay: microseconds since the epoch x 10^9
+    (room for 10^9 records per replay, and replays start at least a microsecond apart)."""
+    return (now_ns // 1000) * 1_000_000_000
+
+
 def log_items(paths: Iterable[Path]) -> Iterator[tuple[str, LogRecord | BadLine]]:
     """Every line of every log, in order, with the file it came from (streaming)."""
     for path in paths:
@@ -270,9 +282,10 @@ def plan_replay(
     *,
     tick_every: int = DEFAULT_TICK_EVERY,
     carm_barrier: bool = True,
+    seq_base: int = 0,
 ) -> Iterator[Action]:
     """The whole replay as actions, ending with the final tick."""
-    planner = ReplayPlanner(topics, tick_every=tick_every, carm_barrier=carm_barrier)
+    planner = ReplayPlanner(topics, tick_every=tick_every, carm_barrier=carm_barrier, seq_base=seq_base)
     for source, item in items:
         yield from planner.feed(source, item)
     yield from planner.finish()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log_items,
         plan_replay,
         run_replay,
+        seq_base_now,
     )
     from streams.topics import control_topic
 
@@ -171,7 +173,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     speed = "max" if args.speed is None else f"{args.speed:g}x real time"
     _say(f"replay: {len(args.logs)} log(s) to {bootstrap}, speed {speed}, tick every {args.tick_every}")
     actions = plan_replay(
-        log_items(args.logs), topics, tick_every=args.tick_every, carm_barrier=args.carm_barrier
+        log_items(args.logs),
+        topics,
+        tick_every=args.tick_every,
+        carm_barrier=args.carm_barrier,
+        seq_base=seq_base_now(time.time_ns()),
     )
     wait = kafka_barrier(
         config, settings.app_id, args.barrier_timeout, then_topics=[control_topic(settings)], say=_say

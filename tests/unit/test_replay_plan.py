@@ -466,3 +466,15 @@ def test_missing_log_files_are_an_error_before_any_kafka_work(
     args = build_parser().parse_args(["replay", str(tmp_path / "nope.jsonl")])
     assert args.func(args, Settings(kafka_bootstrap="127.0.0.1:1")) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_later_replay_numbers_its_records_above_every_earlier_one() -> None:
+    from streams.replay import seq_base_now
+
+    records = [rec(TOPICS.emanifest, "ABCD1234567", shipment(minutes, n=minutes)) for minutes in (1, 2, 3)]
+    first_base, second_base = seq_base_now(1_000_000_000_000), seq_base_now(1_000_000_001_000)
+    first = plan(records, seq_base=first_base)
+    second = plan(records, seq_base=second_base)
+    assert [a.seq - first_base for a in publishes(first)] == [1, 2, 3]
+    first_final = ticks(first)[-1].tick.seq
+    assert min(a.seq for a in publishes(second)) > first_final
