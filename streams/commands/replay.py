@@ -66,9 +66,10 @@ What it sends:
     eManifest and RNS topics: "nothing before seq S follows here; event time is T". The final
     tick carries the log's last event time, so every deadline up to it fires in every partition.
   * CARM barrier: the log's leading carm.readiness records are sent first; then replay waits
-    until the consumer group HOLDWATCH_APP_ID has committed them all, so no shipment event can
-    overtake the snapshot it is judged against. Without a running pipeline it warns after
-    --barrier-timeout seconds and carries on.
+    until the consumer group HOLDWATCH_APP_ID has committed them all, and then its internal
+    control topic (where the pipeline re-publishes them to the shipment partitions), so no
+    shipment event can overtake the snapshot it is judged against. Without a running pipeline
+    it warns after --barrier-timeout seconds and carries on.
 
 Unreadable lines and records of other topics are reported (file:line) and skipped. Progress
 goes to stderr every 2 s, a summary at the end. Exit codes: 0 done, 1 Kafka failure,

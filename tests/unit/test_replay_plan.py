@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alerting.engine.config import Thresholds
 from schemas.eventlog import BadLine, LogRecord, LogWriter
@@ -478,3 +480,44 @@ def test_a_later_replay_numbers_its_records_above_every_earlier_one() -> None:
     assert [a.seq - first_base for a in publishes(first)] == [1, 2, 3]
     first_final = ticks(first)[-1].tick.seq
     assert min(a.seq for a in publishes(second)) > first_final
+
+
+_LINES = st.one_of(
+    st.tuples(st.sampled_from(["em", "rns", "carm", "other"]), st.integers(0, 600), st.booleans()),
+    st.just("bad"),
+)
+
+
+@given(st.lists(_LINES, max_size=60), st.integers(1, 7), st.booleans())
+def test_plan_invariants_hold_for_any_log(lines: list[Any], tick_every: int, barrier: bool) -> None:
+    records: list[LogRecord | BadLine] = []
+    for line in lines:
+        if line == "bad":
+            records.append(BadLine(0, "not_json", "x", ""))
+            continue
+        topic, minute, valid = line
+        value = {"em": shipment, "rns": rns, "carm": carm, "other": shipment}[topic](minute)
+        records.append(rec(topic, BN if topic == "carm" else "ABCD1234567", value if valid else "junk"))
+    actions = plan(records, tick_every=tick_every, carm_barrier=barrier)
+
+    published = 0
+    last_tick_time = EPOCH
+    seen_other = False
+    for i, action in enumerate(actions):
+        if isinstance(action, Publish):
+            published += 1
+            assert action.seq == published
+            seen_other = seen_other or action.topic != "carm"
+        elif isinstance(action, TickAll):
+            assert action.tick.seq == published + 1
+            assert action.tick.time >= last_tick_time
+            last_tick_time = action.tick.time
+            assert action.tick.final == (i == len(actions) - 1)
+        elif isinstance(action, Barrier):
+            assert barrier and not seen_other and action.records == published
+            nxt = actions[i + 1]
+            assert isinstance(nxt, Publish) and nxt.topic != "carm"
+    regular = [a.tick.seq for a in ticks(actions) if not a.tick.final]
+    assert regular == [k * tick_every + 1 for k in range(1, published // tick_every + 1)]
+    valid = [at(m) for topic, m, ok in (ln for ln in lines if ln != "bad") if ok and topic != "other"]
+    assert ticks(actions)[-1].tick.time == max(valid, default=EPOCH)
