@@ -60,8 +60,8 @@ running `holdwatch worker --clock event` produces the alerts the back-test produ
 What it sends:
   * every record with its key, its value as compact JSON bytes (malformed values too: the
     pipeline dead-letters them), Kafka timestamp = the line's `timestamp`, else the value's
-    occurred_at, else the replay's event time so far (never "now"), and header hw-seq = its
-    position in the whole replay (1, 2, 3, ... across files);
+    occurred_at, else the replay's event time so far (never "now"), and header hw-seq = a
+    per-replay base (from the clock) + its position in the whole replay (across files);
   * every --tick-every records, and once at the end (final), a tick to EVERY partition of the
     eManifest and RNS topics: "nothing before seq S follows here; event time is T". The final
     tick carries the log's last event time, so every deadline up to it fires in every partition.
