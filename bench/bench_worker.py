@@ -92,15 +92,23 @@ def _produce(bootstrap: str, prefix: str, n: int, rate: float | None = None) -> 
 
 def _count_group(bootstrap: str, group: str, topics: list[str], total: int, timeout: float) -> float:
     """Seconds from the group's first commit until its committed offsets cover `total` records."""
+    from kafka import TopicPartition
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    partitions = [TopicPartition(topic, p) for topic in topics for p in range(6)]
     first: float | None = None
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            offsets = admin.list_consumer_group_offsets(group)
-            done = sum(meta.offset for tp, meta in offsets.items() if tp.topic in topics and meta.offset > 0)
+            try:
+                offsets = admin.list_group_offsets({group: partitions}).get(group, {})
+            except Exception:  # noqa: BLE001 - the group's coordinator is not there yet
+                time.sleep(0.2)
+                continue
+            done = sum(
+                meta.offset for tp, meta in offsets.items() if meta.offset is not None and meta.offset > 0
+            )
             if done and first is None:
                 first = time.monotonic()
             if done >= total and first is not None:
