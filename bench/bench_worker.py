@@ -36,13 +36,27 @@ BN = "123456789RM0001"
 def _event(i: int, now: datetime, load: int) -> tuple[str, bytes, bytes]:
     """A realistic stream: per load one cargo_reported then notices and RNS statuses."""
     ccn = f"BNCH{load:09d}"
-    base: dict[str, Any] = {"event_id": f"b{i}", "occurred_at": now.isoformat(), "schema_version": 1, "ccn": ccn}
+    base: dict[str, Any] = {
+        "event_id": f"b{i}",
+        "occurred_at": now.isoformat(),
+        "schema_version": 1,
+        "ccn": ccn,
+    }
     step = i % 8
     if step == 0:
         value = {
-            **base, "event_type": "cargo_reported", "carrier_code": "BNCH", "trip_number": "T", "load_ref": f"L{load}",
-            "port_of_entry": "0453", "eta": now.replace(year=now.year + 1).isoformat(), "importer_bn": BN,
-            "importer_name": "Bench Imports", "shipper_name": "Shipper", "broker_code": "BRK1", "broker_name": "B",
+            **base,
+            "event_type": "cargo_reported",
+            "carrier_code": "BNCH",
+            "trip_number": "T",
+            "load_ref": f"L{load}",
+            "port_of_entry": "0453",
+            "eta": now.replace(year=now.year + 1).isoformat(),
+            "importer_bn": BN,
+            "importer_name": "Bench Imports",
+            "shipper_name": "Shipper",
+            "broker_code": "BRK1",
+            "broker_name": "B",
         }
         topic = "emanifest"
     elif step in (1, 3, 5):
@@ -65,7 +79,9 @@ def _bootstrap(tmp: Path) -> tuple[str, Any]:
     return broker.bootstrap, broker
 
 
-def _topics(bootstrap: str, names: list[str], partitions: int = 6, config: dict[str, str] | None = None) -> None:
+def _topics(
+    bootstrap: str, names: list[str], partitions: int = 6, config: dict[str, str] | None = None
+) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -120,8 +136,9 @@ def _count_group(bootstrap: str, group: str, topics: list[str], total: int, time
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -133,7 +150,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-AIOKAFKA_PASSTHROUGH = r'''
+AIOKAFKA_PASSTHROUGH = r"""
 import asyncio, sys
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 async def main(bootstrap, group, topics, out):
@@ -150,9 +167,9 @@ async def main(bootstrap, group, topics, out):
     finally:
         await c.stop(); await p.stop()
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4]))
-'''
+"""
 
-BARE_FAUST = r'''
+BARE_FAUST = r"""
 import sys, faust
 from schemas.decode import TopicKind, decode
 bootstrap, app_id, topics, datadir = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4]
@@ -165,11 +182,13 @@ async def consume(stream):
         kind = TopicKind.RNS if event.message.topic.endswith("rns") else TopicKind.EMANIFEST
         decode(kind, event.message.key, event.message.value)
 faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
-'''
+"""
 
 
-def main() -> int:  # noqa: PLR0915 - one linear script
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s for the latency pass")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency pass")
@@ -187,19 +206,48 @@ def main() -> int:  # noqa: PLR0915 - one linear script
             group = f"{tag}group"
             log = tmp / f"{name}.log"
             if name == "aiokafka":
-                cmd = [sys.executable, "-c", AIOKAFKA_PASSTHROUGH, bootstrap, group, ",".join(inputs), f"{tag}out"]
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    AIOKAFKA_PASSTHROUGH,
+                    bootstrap,
+                    group,
+                    ",".join(inputs),
+                    f"{tag}out",
+                ]
                 process = _spawn(cmd, env, log)
             elif name == "faust":
-                cmd = [sys.executable, "-c", BARE_FAUST, bootstrap, group, ",".join(inputs), str(tmp / "faust")]
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    BARE_FAUST,
+                    bootstrap,
+                    group,
+                    ",".join(inputs),
+                    str(tmp / "faust"),
+                ]
                 process = _spawn(cmd, {**env, "PYTHONPATH": str(ROOT)}, log)
             else:
                 worker_env = {
-                    **env, "HOLDWATCH_APP_ID": group, "HOLDWATCH_TOPIC_EMANIFEST": inputs[0],
-                    "HOLDWATCH_TOPIC_RNS": inputs[1], "HOLDWATCH_TOPIC_CARM": f"{tag}carm",
-                    "HOLDWATCH_TOPIC_ALERTS": f"{tag}alerts", "HOLDWATCH_TOPIC_DEADLETTER": f"{tag}deadletter",
+                    **env,
+                    "HOLDWATCH_APP_ID": group,
+                    "HOLDWATCH_TOPIC_EMANIFEST": inputs[0],
+                    "HOLDWATCH_TOPIC_RNS": inputs[1],
+                    "HOLDWATCH_TOPIC_CARM": f"{tag}carm",
+                    "HOLDWATCH_TOPIC_ALERTS": f"{tag}alerts",
+                    "HOLDWATCH_TOPIC_DEADLETTER": f"{tag}deadletter",
                 }
-                cmd = [sys.executable, "-m", "streams.cli", "worker", "--clock", "wall", "--no-notifier",
-                       "--data-dir", str(tmp / tag)]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "streams.cli",
+                    "worker",
+                    "--clock",
+                    "wall",
+                    "--no-notifier",
+                    "--data-dir",
+                    str(tmp / tag),
+                ]
                 process = _spawn(cmd, worker_env, log)
             try:
                 seconds = _count_group(bootstrap, group, inputs, args.events, timeout=900)
@@ -215,7 +263,10 @@ def main() -> int:  # noqa: PLR0915 - one linear script
     for name, rate in results.items():
         print(f"{name:<10}{rate:>12,.0f}{rate / results['faust']:>14.2f}x")
     print(f"\nlatency, Kafka timestamp -> alert acknowledged by the broker, at {args.rate:g} records/s:")
-    print(f"  alerts {latency['n']:,.0f}  p50 {latency['p50'] * 1000:,.1f} ms  p99 {latency['p99'] * 1000:,.1f} ms")
+    print(
+        f"  alerts {latency['n']:,.0f}  p50 {latency['p50'] * 1000:,.1f} ms"
+        f"  p99 {latency['p99'] * 1000:,.1f} ms"
+    )
     return 0
 
 
@@ -227,13 +278,30 @@ def _latency(bootstrap: str, env: dict[str, str], tmp: Path, rate: float, second
     _topics(bootstrap, [*inputs, f"{tag}carm", f"{tag}deadletter"])
     _topics(bootstrap, [f"{tag}alerts"], config={"message.timestamp.type": "LogAppendTime"})
     worker_env = {
-        **env, "HOLDWATCH_APP_ID": f"{tag}group", "HOLDWATCH_TOPIC_EMANIFEST": inputs[0],
-        "HOLDWATCH_TOPIC_RNS": inputs[1], "HOLDWATCH_TOPIC_CARM": f"{tag}carm",
-        "HOLDWATCH_TOPIC_ALERTS": f"{tag}alerts", "HOLDWATCH_TOPIC_DEADLETTER": f"{tag}deadletter",
+        **env,
+        "HOLDWATCH_APP_ID": f"{tag}group",
+        "HOLDWATCH_TOPIC_EMANIFEST": inputs[0],
+        "HOLDWATCH_TOPIC_RNS": inputs[1],
+        "HOLDWATCH_TOPIC_CARM": f"{tag}carm",
+        "HOLDWATCH_TOPIC_ALERTS": f"{tag}alerts",
+        "HOLDWATCH_TOPIC_DEADLETTER": f"{tag}deadletter",
     }
     log = tmp / "latency-worker.log"
-    process = _spawn([sys.executable, "-m", "streams.cli", "worker", "--clock", "wall", "--no-notifier",
-                      "--data-dir", str(tmp / tag)], worker_env, log)
+    process = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--clock",
+            "wall",
+            "--no-notifier",
+            "--data-dir",
+            str(tmp / tag),
+        ],
+        worker_env,
+        log,
+    )
     try:
         deadline = time.monotonic() + 120
         while b"Worker]: Ready" not in log.read_bytes() and b"Ready" not in log.read_bytes():

@@ -36,6 +36,7 @@ from streams.processor import (
     RawRecord,
     Source,
     is_replayed,
+    is_tick,
 )
 from streams.protocol import Tick
 from streams.settings import Settings
@@ -63,6 +64,8 @@ def build_app(
     wall_tick_s: float = 1.0,
     registry: CollectorRegistry | None = None,
     with_notifier: bool = False,
+    flush_every: int = 500,
+    flush_after_s: float = 0.5,
 ) -> faust.App:
     store_name = store or settings.store
     app = faust.App(
@@ -108,6 +111,12 @@ def build_app(
     app.holdwatch_metrics = metrics  # type: ignore[attr-defined]
     last_offsets: dict[tuple[str, int], int] = {}
 
+    # Write-behind: a partition's changed states are written to the table (its changelog) in
+    # batches, and the records that changed them are acked only after that write, so a commit
+    # never covers a change that is not in the changelog. Alerts are sent at once.
+    unacked: dict[int, list[RawRecord]] = {}
+    unacked_since: dict[int, float] = {}
+
     def count_open(found: PartitionProcessor, sign: int) -> None:
         for severity, count in found.open_alerts().items():
             metrics.open_alerts.labels(severity).inc(sign * count)
@@ -132,6 +141,7 @@ def build_app(
         for partition in list(processors):
             if partition not in keep:
                 count_open(processors.pop(partition), -1)  # its records are redelivered to the new owner
+                unacked.pop(partition, None)  # never ack what this worker did not write
 
     async def send_dead_letter(rejected: Rejected, record: RawRecord, topic: str) -> None:
         letter = make_dead_letter(
@@ -181,6 +191,24 @@ def build_app(
 
     source_topic = {source: topic for topic, source in sources.items()}
 
+    def settle(partition: int, record: RawRecord, done: list[RawRecord]) -> None:
+        waiting = unacked.setdefault(partition, [])
+        if not waiting:
+            unacked_since[partition] = time.monotonic()
+        waiting += done
+        if (
+            len(waiting) >= flush_every
+            or record.source == "control"
+            or time.monotonic() - unacked_since[partition] >= flush_after_s
+            or is_tick(record)
+        ):
+            found = processors.get(partition)
+            if found is not None:
+                found.flush()
+            for finished in waiting:
+                finished.handle.ack()
+            waiting.clear()
+
     @app.agent(inputs, name="shipments", concurrency=1)
     async def process_shipments(stream: Any) -> None:
         async for event in stream.noack().events():
@@ -209,8 +237,7 @@ def build_app(
                 out.rejected.append((Rejected(DeadLetterReason.INTERNAL_ERROR, repr(exc)[:300]), record))
                 out.done.append(record)
             await emit(out, source_topic)
-            for done in out.done:
-                done.handle.ack()
+            settle(message.partition, record, out.done)
 
     @app.agent(carm_topic, name="carm", concurrency=1)
     async def broadcast_carm(stream: Any) -> None:

@@ -61,6 +61,10 @@ class Output:
             self.triggers += [trigger] * len(alerts)
 
 
+def is_tick(record: RawRecord) -> bool:
+    return header_value(record.headers, TICK_HEADER) is not None
+
+
 def is_replayed(record: RawRecord) -> bool:
     """Stamped by `holdwatch replay` (a seq header or a replay tick)."""
     return (
@@ -155,6 +159,13 @@ class PartitionProcessor:
 
     def held(self) -> int:
         return len(self.aligner)
+
+    def flush(self) -> None:
+        """Write the states changed since the last flush (store-backed mappings only)."""
+        for mapping in (self.runner.shipments, self.runner.carm):
+            flush = getattr(mapping, "flush", None)
+            if flush is not None:
+                flush()
 
     def open_alerts(self) -> dict[str, int]:
         """Open lifecycles by severity (for the gauge, after recovery)."""

@@ -4,7 +4,9 @@
 snapshot, one copy per shipment partition (the CARM agent broadcasts every snapshot
 through the control topic), so the join is a local lookup and never needs a
 GlobalTable. Values carry their partition so a partition's keys can be listed after
-recovery. Decoded values are cached: reads dominate, and each partition has one owner.
+recovery. Decoded values are cached: reads dominate, and each partition has one owner. Writes are
+batched (`flush()`): a load changes on most of its events, and one changelog record per batch
+is much cheaper than one per event.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         self._encode = encode
         self._decode = decode
         self._cache: dict[str, V] = {}
+        self._dirty: set[str] = set()
         self._complete = False  # every key of the partition is in the cache
 
     def __getitem__(self, key: str) -> V:
@@ -45,11 +48,22 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         return value
 
     def __setitem__(self, key: str, value: V) -> None:
+        """Cached now, written by `flush()` (the caller flushes before acking the records)."""
         self._cache[key] = value
-        self._table[key.encode()] = self._prefix + self._encode(value)
+        self._dirty.add(key)
+
+    def flush(self) -> int:
+        """Write every value changed since the last flush to the table; must run while a record
+        of this partition is being processed (Faust picks the changelog partition from it)."""
+        written = len(self._dirty)
+        for key in self._dirty:
+            self._table[key.encode()] = self._prefix + self._encode(self._cache[key])
+        self._dirty.clear()
+        return written
 
     def __delitem__(self, key: str) -> None:
         self._cache.pop(key, None)
+        self._dirty.discard(key)
         del self._table[key.encode()]
 
     def __iter__(self) -> Iterator[str]:
