@@ -2,7 +2,8 @@
 
 Passes, each on its own fresh topic holding the same N input records:
   aiokafka   plain consume -> produce pass-through (the Python limit on this machine)
-  faust      a bare Faust agent that only consumes and decodes (the framework's ceiling)
+  faust      a bare Faust agent that only consumes and decodes (the framework's ceiling; uvloop,
+             like the worker)
   worker     `holdwatch worker` (decode, state table, engine, alerts), flat out
 Then latency: records produced at a fixed rate (default 1000/s) with Kafka timestamp = now,
 measured from the record's Kafka timestamp to its alert event's broker timestamp
@@ -170,7 +171,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4]))
 """
 
 BARE_FAUST = r"""
-import sys, faust
+import sys, mode.loop
+mode.loop.use("uvloop")  # as the worker (its default loop)
+import faust
 from schemas.decode import TopicKind, decode
 bootstrap, app_id, topics, datadir = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4]
 app = faust.App(app_id, broker=f"kafka://{bootstrap}", value_serializer="raw", key_serializer="raw",
