@@ -8,7 +8,7 @@ STAMP := $(VENV)/.holdwatch-installed
 PACKAGES := streams schemas alerting
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test demo broker-start broker-stop bench schemas clean
+.PHONY: help install system-deps lint test demo broker-start broker-stop bench schemas clean
 
 help: ## list the targets
 	@echo "holdwatch: make <target>"
@@ -25,11 +25,17 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install holdwatch with its dev tools (fast when up to date)
 
+system-deps: ## Debian's prometheus package (promtool and a real server, for the rule and dashboard tests)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 lint: install ## ruff + mypy --strict on the packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(PACKAGES)
 
-test: install lint ## lint, then the whole test suite (unit + integration, real Kafka broker)
+test: install system-deps lint ## lint, then the whole test suite (unit + integration, real Kafka broker)
 	$(BIN)/pytest -q
 
 demo: install ## run the main job (local broker, topics, simulated traffic, alerts)
