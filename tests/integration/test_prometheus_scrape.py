@@ -10,6 +10,9 @@ real pipeline instead, e.g. during a replay, point the jobs at it:
 
 A replay produces only traffic="replay", so with an external target the live-latency queries
 (and the SLO recording rules built on them) are reported but not required to return data.
+
+`test_dashboards_on_a_real_worker_during_a_replay` does that on its own: a real worker (test
+broker) replaying a simulated log, scraped by a real Prometheus.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +38,13 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
 from streams.metrics import NotifierPrometheus, PipelineMetrics
-from tests.unit.test_deploy_static import DASHBOARDS, RULES_FILE, load_dashboard, panel_queries
+from tests.unit.test_deploy_static import DASHBOARDS, RULES_FILE, load_dashboard, panel_queries, selectors
 
 SCRAPE_INTERVAL_S = 1
 READY_TIMEOUT_S = 30.0
 DATA_TIMEOUT_S = 40.0
+REPLAY_SPEED = 2000  # x real time
+REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = (
     "the prometheus server is not on PATH. Install it: "
     "apt-get update && apt-get install -y --no-install-recommends prometheus (`make install` does it)"
@@ -175,11 +180,47 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     pytest.fail(f"prometheus not ready after {READY_TIMEOUT_S} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+@contextlib.contextmanager
+def running_prometheus(workdir: Path, *, worker: str, notifier: str, external: bool) -> Iterator[Prometheus]:
+    """A Prometheus server on a free port scraping the two jobs every second; always stopped."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail(INSTALL_HINT)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(scrape_config(worker, notifier)), encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / "prometheus.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_ready(process, url, log)
+        yield Prometheus(url, external=external, log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     workdir = tmp_path_factory.mktemp("prometheus")
     worker = os.environ.get("HOLDWATCH_SCRAPE_WORKER", "").strip()
     notifier = os.environ.get("HOLDWATCH_SCRAPE_NOTIFIER", "").strip()
@@ -187,36 +228,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         if not worker or not notifier:
             sample = stack.enter_context(sample_target())
             worker, notifier = worker or sample, notifier or sample
-        config = workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(worker, notifier)), encoding="utf-8")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = workdir / "prometheus.log"
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--storage.tsdb.retention.time=1h",
-                    "--log.level=warn",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_ready(process, url, log)
-            yield Prometheus(url, external=bool(os.environ.get("HOLDWATCH_SCRAPE_WORKER")), log=log)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+        external = bool(os.environ.get("HOLDWATCH_SCRAPE_WORKER"))
+        yield stack.enter_context(
+            running_prometheus(workdir, worker=worker, notifier=notifier, external=external)
+        )
 
 
 # --- the checks --------------------------------------------------------------------------------------
@@ -266,27 +281,40 @@ def test_our_rules_load_and_evaluate(prometheus: Prometheus) -> None:
     assert broken == {}
 
 
-def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
-    queries = dashboard_queries()
-    assert len(queries) > 20
+def panels_without_data(
+    prometheus: Prometheus,
+    queries: list[tuple[str, str]],
+    *,
+    optional: Callable[[str], bool],
+    timeout_s: float = DATA_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Poll until every required query has shown a finite value once (or time runs out); return
+    the required ones that never did. Optional queries still without data are printed."""
     pending = dict(enumerate(queries))
     answers: dict[int, list[dict[str, Any]]] = {}
-    deadline = time.monotonic() + DATA_TIMEOUT_S
-    while pending and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout_s
+    while True:
         for index, (_, expr) in list(pending.items()):
             answers[index] = prometheus.query(expr)
             if has_finite_value(answers[index]):
                 del pending[index]
-        if pending:
-            time.sleep(SCRAPE_INTERVAL_S)
-    if prometheus.external:
-        skipped = {i: q for i, q in pending.items() if live_only(q[1])}
-        for index, (where, _) in skipped.items():
-            print(f"no data (expected during a replay: live traffic only): {where}")
+        required = [index for index, (_, expr) in pending.items() if not optional(expr)]
+        if not required or time.monotonic() > deadline:
+            break
+        time.sleep(SCRAPE_INTERVAL_S)
+    for index, (where, expr) in list(pending.items()):
+        if optional(expr):
+            print(f"no data, accepted: {where}")
             del pending[index]
-    missing = {
-        where: {"expr": expr, "answer": answers.get(index)} for index, (where, expr) in pending.items()
-    }
+    return {where: {"expr": expr, "answer": answers.get(index)} for index, (where, expr) in pending.items()}
+
+
+def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
+    queries = dashboard_queries()
+    assert len(queries) > 20
+    missing = panels_without_data(
+        prometheus, queries, optional=lambda expr: prometheus.external and live_only(expr)
+    )
     assert missing == {}, f"panels without data after {DATA_TIMEOUT_S} s (prometheus log: {prometheus.log})"
 
 
@@ -294,3 +322,83 @@ def test_a_query_for_a_missing_metric_returns_nothing(prometheus: Prometheus) ->
     """The data check above must be able to fail: an unknown series gives an empty answer."""
     assert prometheus.query("sum(rate(holdwatch_no_such_metric_total[1m]))") == []
     assert not has_finite_value(prometheus.query("holdwatch_no_such_gauge"))
+
+
+# --- a real pipeline during a replay -----------------------------------------------------------------
+
+NOTIFIER_ONLY = ("holdwatch_slack_", "holdwatch_alert_to_slack_", "holdwatch_end_to_end_")
+
+
+def notifier_only(expr: str) -> bool:
+    names = [name for name, _ in selectors(expr)]
+    return bool(names) and all(name.startswith(NOTIFIER_ONLY) for name in names)
+
+
+def scalar(prometheus: Prometheus, expr: str) -> float:
+    result = prometheus.query(expr)
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_dashboards_on_a_real_worker_during_a_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`holdwatch worker --clock event` replaying a simulated log, scraped by Prometheus: every panel
+    fed by the worker has data; live latency stays empty (replayed traffic is kept apart) and the
+    Slack panels need a notifier, which this test does not run."""
+    from tests.integration.pipeline_harness import HOLDWATCH, Namespace, stop
+
+    ns = Namespace(kafka_bootstrap, tmp_path)
+    created = ns.run("topics", "create")
+    assert created.returncode == 0, created.stderr
+    log = tmp_path / "history.jsonl"
+    simulated = ns.run(
+        "simulate",
+        "--loads",
+        "300",
+        "--seed",
+        "5",
+        "--hours",
+        "6",
+        "--malformed-rate",
+        "0.01",
+        "--out",
+        str(log),
+    )
+    assert simulated.returncode == 0, simulated.stderr
+    metrics_port = free_port()
+    ns.env["HOLDWATCH_METRICS_PORT"] = str(metrics_port)
+    nobody = f"127.0.0.1:{free_port()}"  # the notifier job: nothing listens there
+    with (
+        running_prometheus(
+            tmp_path / "prometheus", worker=f"127.0.0.1:{metrics_port}", notifier=nobody, external=True
+        ) as prometheus,
+        ns.worker("w1", "--metrics-addr", "127.0.0.1"),
+    ):
+        ns.wait_ready()
+        # Paced (about 12 s for the 6 simulated hours) so that Prometheus sees the counters grow
+        # over several scrapes; the panels are checked while the replay runs.
+        with (tmp_path / "replay.log").open("wb") as replay_log:
+            replay = subprocess.Popen(
+                [*HOLDWATCH, "replay", "--speed", str(REPLAY_SPEED), str(log)],
+                env=ns.env, cwd=REPO, stdout=replay_log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            missing = panels_without_data(
+                prometheus,
+                dashboard_queries(),
+                optional=lambda expr: live_only(expr) or notifier_only(expr),
+                timeout_s=120,
+            )
+            assert replay.wait(timeout=300) == 0, (tmp_path / "replay.log").read_text(errors="replace")
+        finally:
+            stop(replay)
+        replayed = scalar(prometheus, 'sum(holdwatch_kafka_to_alert_seconds_count{traffic="replay"})')
+        live = scalar(prometheus, 'sum(holdwatch_kafka_to_alert_seconds_count{traffic="live"})')
+        live_events = scalar(prometheus, 'sum(holdwatch_event_to_alert_seconds_count{traffic="live"})')
+    assert missing == {}, ns.log_tail()
+    assert replayed > 0
+    assert live == 0, "replayed records were counted as live traffic"
+    if live_events:
+        # Known gap: the carm agent re-publishes replayed CARM records to the control topic without
+        # their hw-seq header, so alerts they trigger count as live. Fix it, then make this an assert.
+        pytest.xfail(
+            f"{live_events:.0f} replayed alert events counted as live in holdwatch_event_to_alert_seconds"
+        )
