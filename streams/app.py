@@ -27,7 +27,7 @@ from schemas.alerts import AlertEvent
 from schemas.deadletter import encode_dead_letter, make_dead_letter
 from schemas.decode import Decoded, Rejected, TopicKind, decode
 from streams.kafka_config import faust_broker_settings
-from streams.metrics import NotifierPrometheus, PipelineMetrics
+from streams.metrics import NotifierPrometheus, PipelineMetrics, port_label
 from streams.processor import (
     CONTROL_HEADER,
     ClockMode,
@@ -38,7 +38,7 @@ from streams.processor import (
     is_replayed,
     is_tick,
 )
-from streams.protocol import Tick
+from streams.protocol import SEQ_HEADER, Tick, header_value
 from streams.settings import Settings
 from streams.tables import carm_view, define_tables, shipment_view
 from streams.topics import control_topic
@@ -117,10 +117,6 @@ def build_app(
     unacked: dict[int, list[RawRecord]] = {}
     unacked_since: dict[int, float] = {}
 
-    def count_open(found: PartitionProcessor, sign: int) -> None:
-        for severity, count in found.open_alerts().items():
-            metrics.open_alerts.labels(severity).inc(sign * count)
-
     def processor(partition: int) -> PartitionProcessor:
         found = processors.get(partition)
         if found is None:
@@ -132,7 +128,6 @@ def build_app(
                 clock,
             )
             processors[partition] = found
-            count_open(found, +1)
         return found
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -140,7 +135,7 @@ def build_app(
         keep = {tp.partition for tp in assigned if tp.topic == control_name}
         for partition in list(processors):
             if partition not in keep:
-                count_open(processors.pop(partition), -1)  # its records are redelivered to the new owner
+                del processors[partition]  # its records are redelivered to the new owner
                 unacked.pop(partition, None)  # never ack what this worker did not write
 
     async def send_dead_letter(rejected: Rejected, record: RawRecord, topic: str) -> None:
@@ -158,17 +153,14 @@ def build_app(
         await dead_letters.send(key=record.key, value=encode_dead_letter(letter))
 
     def observe(alert: AlertEvent, trigger: RawRecord, now: float) -> None:
-        metrics.alert_events.labels(alert.action, alert.severity or "none").inc()
+        port = port_label(alert.port_of_entry)
+        metrics.alert_events.labels(alert.action, alert.severity or "none", port).inc()
         for detail in alert.details:
             metrics.alert_rules.labels(detail.code, detail.severity).inc()
-        if alert.action == "raised" and alert.severity:
-            metrics.open_alerts.labels(alert.severity).inc()
-        elif alert.action == "resolved" and alert.previous_severity:
-            metrics.open_alerts.labels(alert.previous_severity).dec()
-        elif alert.previous_severity and alert.severity and alert.previous_severity != alert.severity:
-            metrics.open_alerts.labels(alert.previous_severity).dec()
-            metrics.open_alerts.labels(alert.severity).inc()
         traffic = "replay" if is_replayed(trigger) else "live"
+        if alert.action == "raised" and alert.eta is not None:
+            lead = (alert.eta - alert.at).total_seconds()
+            metrics.alert_lead_time.labels(alert.severity or "none", traffic).observe(max(0.0, lead))
         metrics.event_to_alert.labels(traffic).observe(max(0.0, now - alert.at.timestamp()))
         if trigger.timestamp_ms is not None and trigger.source != "control":
             metrics.kafka_to_alert.labels(traffic).observe(max(0.0, now - trigger.timestamp_ms / 1000))
@@ -225,7 +217,8 @@ def build_app(
             )
             stats.records += 1
             last_offsets[(message.topic, message.partition)] = message.offset
-            metrics.last_input.set_to_current_time()
+            if record.source != "control":  # ticks are not input: HoldwatchNoInput must see silence
+                metrics.last_input.set_to_current_time()
             out = Output()
             try:
                 processor(message.partition).on_record(record, out)
@@ -254,13 +247,17 @@ def build_app(
                 await send_dead_letter(result, record, settings.topic_carm)
                 continue
             assert isinstance(result, Decoded)
+            headers = [(CONTROL_HEADER, b"carm")]
+            seq = header_value(message.headers, SEQ_HEADER)
+            if seq is not None:
+                headers.append((SEQ_HEADER, seq))  # a replayed change stays marked as replay
             for partition in range(settings.partitions):
                 await control.send(
                     key=result.key.encode(),
                     value=message.value,
                     partition=partition,
                     timestamp=message.timestamp,
-                    headers=[(CONTROL_HEADER, b"carm")],
+                    headers=headers,
                 )
 
     if clock == "wall":
@@ -300,6 +297,12 @@ def build_app(
         for topic, value in lag.items():
             metrics.consumer_lag.labels(topic).set(value)
         metrics.shipments.set(sum(len(p.runner.shipments) for p in processors.values()))
+        open_now: dict[tuple[str, str], int] = {}
+        for found in processors.values():
+            for (port, severity), count in found.open_alerts().items():
+                key = (port_label(port), severity)
+                open_now[key] = open_now.get(key, 0) + count
+        metrics.set_open_alerts(open_now)
         metrics.importers.set(max((len(p.runner.carm) for p in processors.values()), default=0))
         metrics.pending_deadlines.set(sum(p.runner.pending_deadlines() for p in processors.values()))
         metrics.held_for_order.set(sum(p.held() for p in processors.values()))

@@ -160,3 +160,17 @@ def faust_broker_settings(settings: Settings) -> ClientConfig:
         broker=";".join(f"kafka://{server}" for server in servers),
         broker_credentials=credentials,
     )
+
+
+def explain_connection_error(settings: Settings, exc: BaseException) -> str:
+    """A broker error said plainly; with SASL, a refused login looks like a timeout in the clients,
+    so name the likely cause (never the password)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if uses_sasl(settings):
+        text += (
+            f"; could not connect or authenticate to {settings.kafka_bootstrap} as user "
+            f"{settings.kafka_sasl_username!r} ({settings.kafka_security_protocol}/"
+            f"{settings.kafka_sasl_mechanism}): check HOLDWATCH_KAFKA_SASL_USERNAME and "
+            "HOLDWATCH_KAFKA_SASL_PASSWORD, and that this address is the SASL listener"
+        )
+    return text

@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from schemas.decode import DeadLetterReason
+from schemas.ports import PORTS
+
+LEAD_TIME_BUCKETS = (0.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
+"""Seconds between an alert being raised and the load's ETA: 15 min ... 8 h."""
+
+
+def port_label(port: str | None) -> str:
+    """A bounded label: the known CBSA ports, else `other` (no per-load values in labels)."""
+    return port if port in PORTS else "other"
+
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 """Seconds. SLO thresholds are among the boundaries: 1 s (pipeline), 10 s (Slack), 60 s (end to end)."""
 
@@ -30,8 +42,8 @@ class PipelineMetrics:
         )
         self.alert_events = Counter(
             "holdwatch_alert_events_total",
-            "Alert events published, by action and severity",
-            ["action", "severity"],
+            "Alert events published, by action, severity and port",
+            ["action", "severity", "port"],
             registry=registry,
         )
         self.alert_rules = Counter(
@@ -42,8 +54,15 @@ class PipelineMetrics:
         )
         self.open_alerts = Gauge(
             "holdwatch_open_alerts",
-            "Open alert lifecycles in this worker's partitions, by severity",
-            ["severity"],
+            "Open alert lifecycles in this worker's partitions, by port and severity",
+            ["port", "severity"],
+            registry=registry,
+        )
+        self.alert_lead_time = Histogram(
+            "holdwatch_alert_lead_time_seconds",
+            "When an alert is raised: seconds left until the load's ETA (how early dispatch hears)",
+            ["severity", "traffic"],
+            buckets=LEAD_TIME_BUCKETS,
             registry=registry,
         )
         self.event_to_alert = Histogram(
@@ -120,6 +139,25 @@ class PipelineMetrics:
             "Replayed records waiting for the other topic (log order)",
             registry=registry,
         )
+
+        # Series exist at 0 from the start, so that rate() sees the first increment of a burst.
+        for reason in DeadLetterReason:
+            self.dead_letters.labels(str(reason))
+        for traffic in ("live", "replay"):
+            for histogram in (self.event_to_alert, self.kafka_to_alert, self.alert_to_slack, self.end_to_end):
+                histogram.labels(traffic)
+        for action in ("raised", "updated", "resolved"):
+            for severity in ("warning", "critical") if action != "resolved" else ("none",):
+                self.alert_events.labels(action, severity, "other")
+        self._open_keys: set[tuple[str, str]] = set()
+
+    def set_open_alerts(self, counts: dict[tuple[str, str], int]) -> None:
+        """Replace the open-alert gauge with fresh counts by (port, severity)."""
+        for key in self._open_keys - counts.keys():
+            self.open_alerts.labels(*key).set(0)
+        for key, value in counts.items():
+            self.open_alerts.labels(*key).set(value)
+        self._open_keys |= counts.keys()
 
 
 class NotifierPrometheus:

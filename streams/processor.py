@@ -167,12 +167,13 @@ class PartitionProcessor:
             if flush is not None:
                 flush()
 
-    def open_alerts(self) -> dict[str, int]:
-        """Open lifecycles by severity (for the gauge, after recovery)."""
-        counts = {"warning": 0, "critical": 0}
+    def open_alerts(self) -> dict[tuple[str | None, str], int]:
+        """Open lifecycles by (port, severity), from the states (the gauge is recomputed, never drifts)."""
+        counts: dict[tuple[str | None, str], int] = {}
         for s in self.runner.states():
             if s.severity is not None:
-                counts[s.severity] += 1
+                key = (s.port_of_entry, s.severity)
+                counts[key] = counts.get(key, 0) + 1
         return counts
 
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from streams.admin import co_partitioning_problems, ensure_topics
-from streams.kafka_config import KafkaConfigError, resolve_bootstrap
+from streams.kafka_config import KafkaConfigError, explain_connection_error, resolve_bootstrap
 from streams.settings import Settings
 
 
@@ -41,7 +41,7 @@ def create_topics(args: argparse.Namespace, settings: Settings) -> int:
     try:
         results = ensure_topics(settings)
     except Exception as exc:  # noqa: BLE001 - a broker problem is reported, not a traceback
-        print(f"holdwatch topics: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"holdwatch topics: failed: {explain_connection_error(settings, exc)}", file=sys.stderr)
         return 1
     for result in results:
         print(f"  {result.describe()}")

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from streams.admin import ensure_topics
     from streams.app import build_app
-    from streams.kafka_config import KafkaConfigError
+    from streams.kafka_config import KafkaConfigError, explain_connection_error
     from streams.topics import internal_topic_specs
 
     clock = args.clock or settings.clock
@@ -75,6 +75,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except KafkaConfigError as exc:
         print(f"holdwatch worker: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - an unreachable broker or a refused login, said plainly
+        print(
+            f"holdwatch worker: cannot reach Kafka: {explain_connection_error(settings, exc)}",
+            file=sys.stderr,
+        )
+        return 1
     registry = CollectorRegistry()
     app = build_app(
         settings,

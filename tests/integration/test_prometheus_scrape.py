@@ -67,13 +67,14 @@ def feed(metrics: PipelineMetrics, notifier: NotifierPrometheus, step: int) -> N
         metrics.events_consumed.labels(topic, event_type).inc(5)
     metrics.dead_letters.labels("not_json").inc()
     metrics.dead_letters.labels("internal_error").inc(step % 2)
-    metrics.alert_events.labels("raised", "warning").inc()
-    metrics.alert_events.labels("updated", "critical").inc()
-    metrics.alert_events.labels("resolved", "none").inc()
+    metrics.alert_events.labels("raised", "warning", "0453").inc()
+    metrics.alert_events.labels("updated", "critical", "0453").inc()
+    metrics.alert_events.labels("resolved", "none", "0410").inc()
     metrics.alert_rules.labels("PARS_NOT_MATCHED", "warning").inc()
     metrics.alert_rules.labels("EMANIFEST_NOT_ACCEPTED", "critical").inc()
-    metrics.open_alerts.labels("warning").set(3 + step % 4)
-    metrics.open_alerts.labels("critical").set(1)
+    metrics.set_open_alerts({("0453", "warning"): 3 + step % 4, ("0410", "critical"): 1})
+    for traffic in ("live", "replay"):
+        metrics.alert_lead_time.labels("warning", traffic).observe(3600 + 600 * (step % 5))
     for traffic in ("live", "replay"):
         for seconds in (0.08, 0.4, 0.9, 1.5):
             metrics.event_to_alert.labels(traffic).observe(seconds * 30)
@@ -396,9 +397,5 @@ def test_dashboards_on_a_real_worker_during_a_replay(kafka_bootstrap: str, tmp_p
     assert missing == {}, ns.log_tail()
     assert replayed > 0
     assert live == 0, "replayed records were counted as live traffic"
-    if live_events:
-        # Known gap: the carm agent re-publishes replayed CARM records to the control topic without
-        # their hw-seq header, so alerts they trigger count as live. Fix it, then make this an assert.
-        pytest.xfail(
-            f"{live_events:.0f} replayed alert events counted as live in holdwatch_event_to_alert_seconds"
-        )
+    # Replayed CARM changes keep their hw-seq through the broadcast: nothing replayed counts as live.
+    assert live_events == 0, f"{live_events:.0f} replayed alert events counted as live"

@@ -204,12 +204,9 @@ def test_cli_with_a_wrong_password_fails_without_showing_it(
 
 
 @needs_local_broker
-@pytest.mark.xfail(
-    strict=True,
-    reason="kafka-python raises only 'Unable to bootstrap'; the CLI does not say the login was refused yet",
-)
 def test_cli_says_the_login_was_refused(cli_with_wrong_password: subprocess.CompletedProcess[str]) -> None:
-    assert "authentication" in cli_with_wrong_password.stderr.lower()
+    assert "authenticate" in cli_with_wrong_password.stderr.lower()
+    assert "HOLDWATCH_KAFKA_SASL_PASSWORD" in cli_with_wrong_password.stderr
 
 
 # --- secrets never shown -------------------------------------------------------------------------------

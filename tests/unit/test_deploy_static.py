@@ -232,8 +232,8 @@ def test_checkers_flag_unknown_metrics_and_labels() -> None:
     }
     assert unknown_metrics("sum(rate(holdwatch_events_consumed_total[5m]))", series, records) == set()
     assert unknown_metrics("holdwatch_events_consumed", series, records) == {"holdwatch_events_consumed"}
-    assert unknown_labels('holdwatch_open_alerts{port="YYZ"}', series) == {"holdwatch_open_alerts{port}"}
-    assert unknown_labels("sum by (port) (holdwatch_open_alerts)", series) == {"by (port)"}
+    assert unknown_labels('holdwatch_open_alerts{ccn="ABCD1"}', series) == {"holdwatch_open_alerts{ccn}"}
+    assert unknown_labels("sum by (ccn) (holdwatch_open_alerts)", series) == {"by (ccn)"}
     assert unknown_labels(
         'sum by (le) (rate(holdwatch_end_to_end_seconds_bucket{traffic="live"}[1m]))', series
     ) == (set())
