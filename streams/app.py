@@ -38,7 +38,7 @@ from streams.processor import (
     is_replayed,
     is_tick,
 )
-from streams.protocol import SEQ_HEADER, Tick, header_value
+from streams.protocol import SEQ_HEADER, TRAFFIC_HEADER, TRIGGER_TS_HEADER, Tick, header_value
 from streams.settings import Settings
 from streams.tables import carm_view, define_tables, shipment_view
 from streams.topics import control_topic
@@ -168,10 +168,14 @@ def build_app(
     async def emit(out: Output, topic_of: dict[Source, str]) -> None:
         now = time.time()
         for alert, trigger in zip(out.alerts, out.triggers, strict=True):
+            headers = [(TRAFFIC_HEADER, b"replay" if is_replayed(trigger) else b"live")]
+            if trigger.timestamp_ms is not None and trigger.source != "control":
+                headers.append((TRIGGER_TS_HEADER, str(trigger.timestamp_ms).encode()))
             await alerts.send(
                 key=alert.ccn.encode(),
                 value=alert.model_dump_json(exclude_none=True).encode(),
                 timestamp=now,
+                headers=headers,
             )
             observe(alert, trigger, now)
         stats.alerts += len(out.alerts)

@@ -191,8 +191,11 @@ class NotifierPrometheus:
     def retried(self) -> None:
         self._m.slack_retries.inc()
 
-    def delivery_latency(self, seconds: float) -> None:
-        self._m.alert_to_slack.labels("live").observe(max(0.0, seconds))
+    def delivery_latency(self, seconds: float, traffic: str = "live") -> None:
+        self._m.alert_to_slack.labels(traffic).observe(max(0.0, seconds))
+
+    def end_to_end(self, seconds: float, traffic: str) -> None:
+        self._m.end_to_end.labels(traffic).observe(max(0.0, seconds))
 
     def permanent_error(self, error: str) -> None:
         self._permanent.labels(error).inc()

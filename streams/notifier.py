@@ -28,13 +28,14 @@ from pydantic import ValidationError
 
 from alerting.notify.clock import Clock, SystemClock
 from alerting.notify.console import ConsoleGateway
-from alerting.notify.delivery import Delivery, DeliveryPolicy
+from alerting.notify.delivery import Delivery, DeliveryPolicy, Origin
 from alerting.notify.gateway import SlackGateway
 from alerting.notify.ledger import LedgerError, decode_entry, encode_entry
 from alerting.notify.metrics import NotifyMetrics, NullMetrics
 from alerting.notify.routing import load_routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
 from schemas.alerts import AlertEvent
+from streams.protocol import TRAFFIC_HEADER, TRIGGER_TS_HEADER
 from streams.settings import Settings
 
 log = logging.getLogger("holdwatch.notifier")
@@ -134,6 +135,18 @@ async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any
     finally:
         await consumer.stop()
     return entries
+
+
+def origin_of(record: Any) -> Origin:
+    """The alert record's Kafka timestamp and the worker's headers (trigger timestamp, traffic)."""
+    headers = dict(record.headers or ())
+    trigger = headers.get(TRIGGER_TS_HEADER)
+    traffic = headers.get(TRAFFIC_HEADER)
+    return Origin(
+        alert_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
+        trigger_ms=int(trigger) if trigger and trigger.isdigit() else None,
+        traffic=traffic.decode() if traffic in (b"live", b"replay") else "live",
+    )
 
 
 def decode_alert(raw: bytes | None) -> AlertEvent | None:
@@ -262,7 +275,7 @@ async def run_notifier(
                 for record in records:
                     alert = decode_alert(record.value)
                     if alert is not None:
-                        await delivery.accept(alert, partition=tp.partition)
+                        await delivery.accept(alert, partition=tp.partition, origin=origin_of(record))
                     processed[TopicPartition(tp.topic, tp.partition)] = record.offset + 1
             await commit_processed()
     finally:

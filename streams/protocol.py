@@ -54,3 +54,9 @@ def header_value(headers: object, name: str) -> bytes | None:
         if key == name:
             return bytes(value) if value is not None else None
     return None
+
+# Headers of alert records (set by the worker, read by the notifier for its latency metrics).
+TRIGGER_TS_HEADER = "hw-trigger-ts"
+"""Kafka timestamp (ms) of the record whose processing produced the alert event."""
+TRAFFIC_HEADER = "hw-traffic"
+"""b"live" or b"replay": replayed history is kept apart from live latency."""

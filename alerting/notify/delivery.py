@@ -26,7 +26,8 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -97,6 +98,16 @@ def _is_escalation(alert: AlertEvent, previous: AlertEvent) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an alert event came from: its record's and its trigger's Kafka timestamps (ms) and
+    whether it was live or replayed traffic (headers set by the worker)."""
+
+    alert_ms: int | None = None
+    trigger_ms: int | None = None
+    traffic: str = "live"
+
+
 class Delivery:
     def __init__(
         self,
@@ -108,6 +119,7 @@ class Delivery:
         clock: Clock | None = None,
         metrics: NotifyMetrics | None = None,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.gateway = gateway
         self.ledger = ledger
@@ -116,6 +128,7 @@ class Delivery:
         self.clock: Clock = clock or SystemClock()
         self.metrics: NotifyMetrics = metrics or NullMetrics()
         self.rng = rng or random.Random()
+        self.wall = wall  # epoch seconds, for latencies against Kafka timestamps
         self.mention = subteam_mention(self.policy.critical_mention)
         self.storms = StormDetector(self.policy.storm_threshold, self.policy.storm_window_s)
         self.alerts: dict[str, AlertRecord] = {}
@@ -123,7 +136,7 @@ class Delivery:
         self.channels: dict[str, ChannelState] = {}
         self._edit_due: dict[str, float] = {}
         self._post_due: dict[str, float] = {}  # warnings held back until then
-        self._accepted_at: dict[str, list[tuple[int, float]]] = {}
+        self._accepted_at: dict[str, list[tuple[int, float, Origin | None]]] = {}
         self._channels_changed = asyncio.Event()
 
     # --- state ---------------------------------------------------------------------------------
@@ -197,8 +210,12 @@ class Delivery:
 
     # --- input ---------------------------------------------------------------------------------
 
-    async def accept(self, alert: AlertEvent, *, partition: int | None = None) -> bool:
+    async def accept(
+        self, alert: AlertEvent, *, partition: int | None = None, origin: Origin | None = None
+    ) -> bool:
         """Record an alert event as its lifecycle's desired state; False if it is a duplicate.
+
+        `origin` (from the alert record's headers) lets the end-to-end latency be measured.
 
         The ledger entry is queued, not flushed: the caller flushes before committing the offset.
         """
@@ -248,7 +265,7 @@ class Delivery:
                 else:
                     self._edit_due.setdefault(rec.alert_id, now + self.policy.edit_delay_s)
                 self._reschedule_alert(rec)
-        self._accepted_at.setdefault(alert.alert_id, []).append((alert.seq, now))
+        self._accepted_at.setdefault(alert.alert_id, []).append((alert.seq, now, origin))
         await self._save(rec.alert_id, durable=False)
         self.metrics.pending(self.pending_count())
         return True
@@ -359,11 +376,17 @@ class Delivery:
             return
         now = self.clock.now()
         rest = []
-        for seq, at in pending:
+        for seq, at, origin in pending:
             if seq <= shown_seq:
-                self.metrics.delivery_latency(now - at)
+                traffic = origin.traffic if origin is not None else "live"
+                if origin is not None and origin.alert_ms is not None:
+                    self.metrics.delivery_latency(max(0.0, self.wall() - origin.alert_ms / 1000), traffic)
+                else:
+                    self.metrics.delivery_latency(now - at, traffic)
+                if origin is not None and origin.trigger_ms is not None:
+                    self.metrics.end_to_end(max(0.0, self.wall() - origin.trigger_ms / 1000), traffic)
             else:
-                rest.append((seq, at))
+                rest.append((seq, at, origin))
         if rest:
             self._accepted_at[alert_id] = rest
         else:

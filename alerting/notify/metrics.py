@@ -10,7 +10,8 @@ class NotifyMetrics(Protocol):
     def slack_call(self, method: str, outcome: str) -> None: ...
     def rate_limited(self) -> None: ...
     def retried(self) -> None: ...
-    def delivery_latency(self, seconds: float) -> None: ...
+    def delivery_latency(self, seconds: float, traffic: str = "live") -> None: ...
+    def end_to_end(self, seconds: float, traffic: str) -> None: ...
     def permanent_error(self, error: str) -> None: ...
     def duplicate_dropped(self) -> None: ...
     def storm_grouped(self) -> None: ...
@@ -29,7 +30,10 @@ class NullMetrics:
     def retried(self) -> None:
         pass
 
-    def delivery_latency(self, seconds: float) -> None:
+    def delivery_latency(self, seconds: float, traffic: str = "live") -> None:
+        pass
+
+    def end_to_end(self, seconds: float, traffic: str) -> None:
         pass
 
     def permanent_error(self, error: str) -> None:
@@ -52,6 +56,7 @@ class CountingMetrics:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.counts: Counter[str] = Counter()
         self.latencies: list[float] = []
+        self.end_to_end_latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.pending_now = 0
 
@@ -64,8 +69,11 @@ class CountingMetrics:
     def retried(self) -> None:
         self.counts["retried"] += 1
 
-    def delivery_latency(self, seconds: float) -> None:
+    def delivery_latency(self, seconds: float, traffic: str = "live") -> None:
         self.latencies.append(seconds)
+
+    def end_to_end(self, seconds: float, traffic: str) -> None:
+        self.end_to_end_latencies.append(seconds)
 
     def permanent_error(self, error: str) -> None:
         self.errors[error] += 1

@@ -19,7 +19,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from alerting.notify.clock import ManualClock
-from alerting.notify.delivery import Delivery, DeliveryPolicy, run_simulated
+from alerting.notify.delivery import Delivery, DeliveryPolicy, Origin, run_simulated
 from alerting.notify.ledger import MemoryLedger
 from alerting.notify.metrics import CountingMetrics
 from alerting.notify.routing import Routing
@@ -323,3 +323,14 @@ async def test_what_reaches_slack_carries_no_live_mention_or_link(rig: Rig) -> N
         assert "<!" not in live and "<@" not in live and "<http" not in live
         assert "&lt;!channel&gt;" in body and "&amp;lt;!here" in body
         assert '"link_names": false' in body and '"parse": "none"' in body
+
+
+async def test_latencies_are_measured_from_the_kafka_timestamps_and_keep_replay_apart(rig: Rig) -> None:
+    rig.delivery.wall = lambda: 1_000_010.0  # epoch seconds when Slack answers
+    raised = make_alert("A9", 1, "raised", "critical")
+    origin = Origin(alert_ms=1_000_009_500, trigger_ms=1_000_007_000, traffic="replay")
+    await rig.delivery.accept(raised, origin=origin)
+    await rig.ledger.flush()
+    await rig.settle()
+    assert rig.metrics.latencies == [0.5]  # alert record -> Slack acknowledged
+    assert rig.metrics.end_to_end_latencies == [3.0]  # trigger record -> Slack acknowledged
