@@ -45,6 +45,12 @@ def _minutes(delta_seconds: float) -> str:
     return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def _eta_phrase(s: ShipmentState, now: datetime) -> str:
+    assert s.eta is not None  # the time rules that call this only fire with an ETA
+    left = (s.eta - now).total_seconds()
+    return f"ETA in {_minutes(left)}" if left > 0 else "past the ETA"
+
+
 Explainer = Callable[[ShipmentState, CarmSnapshot | None, datetime, Thresholds], tuple[str, str, str]]
 
 
@@ -157,9 +163,7 @@ def _rejected(
 def _not_accepted(
     s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
 ) -> tuple[str, str, str]:
-    assert s.eta is not None
-    left = (s.eta - now).total_seconds()
-    when = f"ETA in {_minutes(left)}" if left > 0 else "past the ETA"
+    when = _eta_phrase(s, now)
     return (
         f"No CBSA acceptance of the eManifest since it was last sent, {when}: it must be on file "
         "one hour before the truck reaches the port.",
@@ -172,9 +176,7 @@ def _not_accepted(
 def _pars_not_matched(
     s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
 ) -> tuple[str, str, str]:
-    assert s.eta is not None
-    left = (s.eta - now).total_seconds()
-    when = f"ETA in {_minutes(left)}" if left > 0 else "past the ETA"
+    when = _eta_phrase(s, now)
     return (
         f"No release request (PARS) is matched to this CCN yet ({when}).",
         f"Call {_broker(s)}: confirm they received the documents and filed the PARS under CCN {s.ccn}.",
