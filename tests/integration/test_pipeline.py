@@ -4,6 +4,7 @@ dead letters. Each test has its own topics and consumer group."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -149,3 +150,36 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reasons(ns: Namesp
     assert reasons == Counter(
         {"missing_field": 1, "key_mismatch": 1, "wrong_type": 1, "unknown_event_type": 1}
     ), letters
+
+
+def test_with_the_wall_clock_a_deadline_fires_within_seconds_of_its_instant(ns: Namespace) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from kafka import KafkaProducer
+
+    ns.env["HOLDWATCH_RULE_PARS_WARNING_MIN"] = "1"  # PARS window opens 1 min before the ETA
+    ns.env["HOLDWATCH_RULE_PARS_CRITICAL_MIN"] = "0.25"  # the other deadlines come later
+    ns.env["HOLDWATCH_RULE_EMANIFEST_DEADLINE_MIN"] = "0.25"
+    now = datetime.now(UTC).replace(microsecond=0)
+    eta = now + timedelta(seconds=68)  # ...so the deadline is about 8 s from now
+    snapshot = carm(-60, last_login=now - timedelta(days=1))
+    load = reported(0).model_dump(mode="json") | {"occurred_at": now.isoformat(), "eta": eta.isoformat()}
+    accept = accepted(0).model_dump(mode="json") | {"occurred_at": now.isoformat()}
+    with ns.worker("wall", "--clock", "wall"):
+        ns.wait_ready()
+        producer = KafkaProducer(bootstrap_servers=ns.bootstrap)
+        producer.send(
+            ns.topics["carm"], key=snapshot.importer_bn.encode(), value=snapshot.model_dump_json().encode()
+        )
+        producer.flush()
+        time.sleep(2.0)  # live traffic has no barrier: let the snapshot reach the partitions
+        producer.send(ns.topics["emanifest"], key=b"ABCD100", value=json.dumps(load).encode())
+        producer.send(ns.topics["emanifest"], key=b"ABCD100", value=json.dumps(accept).encode())
+        producer.flush()
+        producer.close()
+        alerts = ns.wait_for_alerts(1, timeout=60, settle=1.0)
+        seen_at = datetime.now(UTC)
+    [alert] = [a for a in alerts if a.seq == 1]
+    assert (alert.action, alert.reasons, alert.trigger) == ("raised", ["PARS_NOT_MATCHED"], "deadline")
+    assert alert.at == eta - timedelta(minutes=1)  # stamped with the deadline's own instant
+    assert seen_at - alert.at < timedelta(seconds=15)  # fired within seconds, not at the next event
