@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -128,6 +129,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         if simulated.returncode != 0:
             return 2
+        if settings.metrics_port and not _port_free(settings.metrics_port):
+            port = _free_port()
+            _say(f"port {settings.metrics_port} is taken: the worker serves /metrics on {port} instead")
+            settings = settings.model_copy(update={"metrics_port": port})
+            env["HOLDWATCH_METRICS_PORT"] = str(port)
         worker_log = workdir / f"{app_id}-worker.log"
         processes.start(
             "worker",
@@ -135,9 +141,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             env,
             worker_log,
         )
-        _say(
-            f"worker started (log: {worker_log}); metrics on http://127.0.0.1:{settings.metrics_port}/metrics"
-        )
+        if not _wait_ready(worker_log, processes):
+            _say(f"the worker did not start; last lines of {worker_log}:")
+            print(_tail(worker_log), file=sys.stderr)
+            return 1
+        metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+        _say(f"worker ready (log: {worker_log}); metrics on {metrics_url}")
         notifier_env = {**env, "HOLDWATCH_METRICS_PORT": "0"}
         processes.start("notifier", _holdwatch("notifier", "--loglevel", "warning"), notifier_env)
         sink = "Slack" if settings.slack_token else "the console"
@@ -161,6 +170,38 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         processes.stop()
         if started_broker:
             subprocess.run(_holdwatch("broker", "stop"), env=env, check=False)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(log: Path, processes: Processes, timeout_s: float = 180.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if processes.check() is not None:
+            return False
+        if log.exists() and b"Worker]: Ready" in log.read_bytes():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _summarise(settings: Settings, env: dict[str, str], processes: Processes, settle_s: float = 8.0) -> None:
