@@ -48,7 +48,7 @@ broker-stop: install ## stop the local Kafka broker
 	$(BIN)/holdwatch broker stop
 
 bench: install ## run the benchmarks (ratios measured side by side)
-	@set -e; for bench in bench/bench_*.py; do echo "== $$bench"; $(BIN)/python $$bench; done
+	@set -e; for bench in bench/bench_*.py; do echo "== $$bench"; PYTHONPATH=. $(BIN)/python $$bench; done
 
 schemas: install ## regenerate the JSON Schemas of the wire models
 	$(BIN)/holdwatch schemas export
