@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,57 +21,9 @@ from streams.cli import build_parser
 from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick, header_value
 from streams.settings import Settings
 from streams.topics import control_topic, internal_topic_specs
+from tests.unit.test_replay_plan import BN, T0, carm, ms, rns, shipment
 
 PARTITIONS = 3
-BN = "123456789RM0001"
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-
-
-def iso(minutes: float) -> str:
-    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
-
-
-def ms(minutes: float) -> int:
-    return int((T0 + timedelta(minutes=minutes)).timestamp() * 1000)
-
-
-def shipment(minutes: float, ccn: str) -> dict[str, Any]:
-    return {
-        "event_id": f"e-{ccn}-{minutes}",
-        "event_type": "cargo_accepted",
-        "occurred_at": iso(minutes),
-        "schema_version": 1,
-        "ccn": ccn,
-    }
-
-
-def rns(minutes: float, ccn: str) -> dict[str, Any]:
-    return {
-        "event_id": f"r-{ccn}-{minutes}",
-        "event_type": "rns_status",
-        "occurred_at": iso(minutes),
-        "schema_version": 1,
-        "ccn": ccn,
-        "processing_indicator": 9,
-    }
-
-
-def carm(minutes: float, bn: str) -> dict[str, Any]:
-    return {
-        "event_id": f"c-{bn}-{minutes}",
-        "event_type": "carm_snapshot",
-        "occurred_at": iso(minutes),
-        "schema_version": 1,
-        "importer_bn": bn,
-        "legal_name": "Acme Imports Ltd.",
-        "ccp_registered": True,
-        "rm_account_linked": True,
-        "delegations": [],
-        "rpp_enrolled": True,
-        "security": {"kind": "surety", "amount_cad": 10000},
-        "highest_monthly_duties_taxes_cad": 1000,
-        "last_portal_login_at": None,
-    }
 
 
 @pytest.fixture
