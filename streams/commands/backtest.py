@@ -5,17 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
+from streams.commands.argtypes import timestamp
 from streams.settings import Settings
-
-
-def _timestamp(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("--until needs an offset, e.g. 2026-03-02T18:00:00Z")
-    return value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="where to write the alert events (JSON Lines)"
     )
-    parser.add_argument("--until", type=_timestamp, help="advance event time to this instant at the end")
+    parser.add_argument("--until", type=timestamp, help="advance event time to this instant at the end")
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(func=run)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streams.commands.argtypes import integer, number
 from streams.settings import Settings
 
 
@@ -24,26 +25,6 @@ def parse_speed(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"--speed is max, realtime or a number > 0, got {text!r}") from exc
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"--speed must be a number > 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from exc
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
     return value
 
 
@@ -97,14 +78,14 @@ goes to stderr every 2 s, a summary at the end. Exit codes: 0 done, 1 Kafka fail
     )
     parser.add_argument(
         "--barrier-timeout",
-        type=_seconds,
+        type=number(0),
         default=120.0,
         metavar="S",
         help="give up waiting at the CARM barrier after S seconds, with a warning (default 120)",
     )
     parser.add_argument(
         "--tick-every",
-        type=_positive_int,
+        type=integer(1),
         default=500,
         metavar="N",
         help="send a tick after every N records (default 500)",

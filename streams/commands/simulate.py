@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from streams.commands.argtypes import integer, number, timestamp
 from streams.settings import Settings
 from streams.simulate import (
     DEFAULT_DUPLICATE_RATE,
@@ -18,46 +18,6 @@ from streams.simulate import (
     SimulationStats,
     write_simulation,
 )
-
-
-def _aware_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from exc
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"time needs an offset (Z or +hh:mm): {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,17 +30,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Same seed and arguments give a byte-identical file. See docs/simulator.md."
         ),
     )
-    parser.add_argument("--loads", type=_non_negative_int, required=True, help="number of loads")
+    parser.add_argument("--loads", type=integer(0), required=True, help="number of loads")
     parser.add_argument("--seed", type=int, required=True, help="random seed")
     parser.add_argument(
         "--start",
-        type=_aware_time,
+        type=timestamp,
         default=DEFAULT_START,
         help=f"time of the CARM snapshots, RFC 3339 with offset (default {DEFAULT_START.isoformat()})",
     )
     parser.add_argument(
         "--hours",
-        type=_positive_float,
+        type=number(0, above_minimum=True),
         default=24.0,
         help="period over which loads are reported (default 24)",
     )
@@ -90,13 +50,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--malformed-rate",
-        type=_rate,
+        type=number(0, 1),
         default=DEFAULT_MALFORMED_RATE,
         help=f"extra malformed records per event (default {DEFAULT_MALFORMED_RATE})",
     )
     parser.add_argument(
         "--duplicate-rate",
-        type=_rate,
+        type=number(0, 1),
         default=DEFAULT_DUPLICATE_RATE,
         help=f"exact re-sends per event (default {DEFAULT_DUPLICATE_RATE})",
     )
