@@ -142,6 +142,31 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     )
 
 
+def _spawn_worker(env: dict[str, str], tag: str, group: str, tmp: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`holdwatch worker` (wall clock, no notifier) on the `<tag>*` topics, as consumer group `group`."""
+    names = {
+        "emanifest": f"{tag}emanifest",
+        "rns": f"{tag}rns",
+        "carm": f"{tag}carm",
+        "alerts": f"{tag}alerts",
+        "deadletter": f"{tag}deadletter",
+    }
+    worker_env = {**env, "HOLDWATCH_APP_ID": group}
+    worker_env.update({f"HOLDWATCH_TOPIC_{name.upper()}": topic for name, topic in names.items()})
+    cmd = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "worker",
+        "--clock",
+        "wall",
+        "--no-notifier",
+        "--data-dir",
+        str(tmp / tag),
+    ]
+    return _spawn(cmd, worker_env, log)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -231,27 +256,7 @@ def main() -> int:
                 ]
                 process = _spawn(cmd, {**env, "PYTHONPATH": str(ROOT)}, log)
             else:
-                worker_env = {
-                    **env,
-                    "HOLDWATCH_APP_ID": group,
-                    "HOLDWATCH_TOPIC_EMANIFEST": inputs[0],
-                    "HOLDWATCH_TOPIC_RNS": inputs[1],
-                    "HOLDWATCH_TOPIC_CARM": f"{tag}carm",
-                    "HOLDWATCH_TOPIC_ALERTS": f"{tag}alerts",
-                    "HOLDWATCH_TOPIC_DEADLETTER": f"{tag}deadletter",
-                }
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "streams.cli",
-                    "worker",
-                    "--clock",
-                    "wall",
-                    "--no-notifier",
-                    "--data-dir",
-                    str(tmp / tag),
-                ]
-                process = _spawn(cmd, worker_env, log)
+                process = _spawn_worker(env, tag, group, tmp, log)
             try:
                 seconds = _count_group(bootstrap, group, inputs, args.events, timeout=900)
             finally:
@@ -280,34 +285,11 @@ def _latency(bootstrap: str, env: dict[str, str], tmp: Path, rate: float, second
     inputs = [f"{tag}emanifest", f"{tag}rns"]
     _topics(bootstrap, [*inputs, f"{tag}carm", f"{tag}deadletter"])
     _topics(bootstrap, [f"{tag}alerts"], config={"message.timestamp.type": "LogAppendTime"})
-    worker_env = {
-        **env,
-        "HOLDWATCH_APP_ID": f"{tag}group",
-        "HOLDWATCH_TOPIC_EMANIFEST": inputs[0],
-        "HOLDWATCH_TOPIC_RNS": inputs[1],
-        "HOLDWATCH_TOPIC_CARM": f"{tag}carm",
-        "HOLDWATCH_TOPIC_ALERTS": f"{tag}alerts",
-        "HOLDWATCH_TOPIC_DEADLETTER": f"{tag}deadletter",
-    }
     log = tmp / "latency-worker.log"
-    process = _spawn(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "worker",
-            "--clock",
-            "wall",
-            "--no-notifier",
-            "--data-dir",
-            str(tmp / tag),
-        ],
-        worker_env,
-        log,
-    )
+    process = _spawn_worker(env, tag, f"{tag}group", tmp, log)
     try:
         deadline = time.monotonic() + 120
-        while b"Worker]: Ready" not in log.read_bytes() and b"Ready" not in log.read_bytes():
+        while b"Worker]: Ready" not in log.read_bytes():
             if time.monotonic() > deadline:
                 raise RuntimeError("worker not ready")
             time.sleep(0.5)

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.alerts import AlertEvent
 from schemas.deadletter import encode_dead_letter, make_dead_letter
-from schemas.decode import Decoded, Rejected, TopicKind, decode
+from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
 from streams.kafka_config import faust_broker_settings
 from streams.metrics import NotifierPrometheus, PipelineMetrics, port_label
 from streams.processor import (
@@ -229,8 +229,6 @@ def build_app(
             except Exception as exc:
                 stats.errors += 1
                 log.exception("failed to apply %s[%d]@%d", message.topic, message.partition, message.offset)
-                from schemas.decode import DeadLetterReason
-
                 out.rejected.append((Rejected(DeadLetterReason.INTERNAL_ERROR, repr(exc)[:300]), record))
                 out.done.append(record)
             await emit(out, source_topic)

@@ -22,7 +22,7 @@ from alerting.engine.runner import EventTimeRunner
 from alerting.engine.state import ShipmentState
 from schemas.alerts import AlertEvent
 from schemas.carm import CarmSnapshot
-from schemas.decode import Decoded, Rejected, TopicKind, decode
+from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
 from streams.aligner import SeqAligner
 from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick, header_value
 
@@ -178,8 +178,6 @@ class PartitionProcessor:
 
 
 def _parse_tick(record: RawRecord, out: Output) -> Tick | None:
-    from schemas.decode import DeadLetterReason
-
     try:
         return Tick.from_bytes(record.value or b"")
     except (ValueError, KeyError, TypeError) as exc:
