@@ -17,6 +17,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY schemas ./schemas
 COPY alerting ./alerting
 COPY streams ./streams
+# The developer tools (local broker, simulator, demo): `holdwatch simulate` runs in the image too.
+COPY devtools ./devtools
 # Runtime dependencies only (no [dev] extra), at the versions the tests ran with.
 RUN /opt/holdwatch/bin/pip install --constraint constraints.txt . \
  && /opt/holdwatch/bin/holdwatch --help >/dev/null

@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.holdwatch-installed
-PACKAGES := streams schemas alerting
+PACKAGES := streams schemas alerting devtools
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps lint test demo broker-start broker-stop bench schemas clean

@@ -129,7 +129,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "streams.cli.main",
                 "simulate",
                 "--loads",
                 str(args.loads),
@@ -148,7 +148,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "streams.cli.main",
                 "simulate",
                 "--loads",
                 "10000",

@@ -83,7 +83,7 @@ class CountingGateway:
 def engine_alerts(loads: int, seed: int, workdir: Path) -> list[AlertEvent] | None:
     """A simulated day through the real engine, or None if the commands are not available."""
     log, out = workdir / "day.jsonl.gz", workdir / "alerts.jsonl"
-    cli = [sys.executable, "-m", "streams.cli"]
+    cli = [sys.executable, "-m", "streams.cli.main"]
     try:
         subprocess.run(
             [*cli, "simulate", "--loads", str(loads), "--seed", str(seed), "--out", str(log)],
@@ -200,8 +200,8 @@ async def kafka_ledger_latency(
     """The notifier with its real ledger: flushed (acks=all) before and after every post."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.kafka_config import aiokafka_config
-    from streams.notifier import KafkaLedger, ensure_notifier_topics
+    from streams.kafka.config import aiokafka_config
+    from streams.notifier.service import KafkaLedger, ensure_notifier_topics
     from streams.settings import Settings
 
     settings = Settings(kafka_bootstrap=bootstrap)

@@ -72,7 +72,7 @@ def _event(i: int, now: datetime, load: int) -> tuple[str, bytes, bytes]:
 def _bootstrap(tmp: Path) -> tuple[str, Any]:
     if os.environ.get("HOLDWATCH_KAFKA_BOOTSTRAP"):
         return os.environ["HOLDWATCH_KAFKA_BOOTSTRAP"], None
-    from streams.broker import LocalBroker
+    from devtools.broker import LocalBroker
     from streams.settings import Settings
 
     broker = LocalBroker(tmp / "kafka", home=Settings().home)
@@ -156,7 +156,7 @@ def _spawn_worker(env: dict[str, str], tag: str, group: str, tmp: Path, log: Pat
     cmd = [
         sys.executable,
         "-m",
-        "streams.cli",
+        "streams.cli.main",
         "worker",
         "--clock",
         "wall",

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from schemas.alerts import AlertEvent
 
-HOLDWATCH = [sys.executable, "-m", "streams.cli"]
+HOLDWATCH = [sys.executable, "-m", "streams.cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

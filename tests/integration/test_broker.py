@@ -17,9 +17,9 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from pydantic import SecretStr
 
-from streams.admin import co_partitioning_problems, ensure_topics
-from streams.broker import LocalBroker, pid_alive
-from streams.kafka_config import aiokafka_config, kafka_python_config
+from devtools.broker import LocalBroker, pid_alive
+from streams.kafka.admin import co_partitioning_problems, ensure_topics
+from streams.kafka.config import aiokafka_config, kafka_python_config
 from streams.settings import Settings
 from tests.fixtures.kafka import SaslKafka
 
@@ -128,7 +128,7 @@ def test_topics_command_reports_and_fails_on_mismatch(kafka_settings: Settings) 
         "HOLDWATCH_TOPIC_ALERTS": kafka_settings.topic_alerts,
         "HOLDWATCH_TOPIC_DEADLETTER": kafka_settings.topic_deadletter,
     }
-    command = [sys.executable, "-m", "streams.cli", "topics", "create"]
+    command = [sys.executable, "-m", "streams.cli.main", "topics", "create"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count(": created, 6 partitions") == 5
@@ -195,7 +195,7 @@ def test_stop_leaves_no_jvm(tmp_path: Path) -> None:
 _ORPHAN_SCRIPT = """
 import sys, time
 from pathlib import Path
-from streams.broker import LocalBroker
+from devtools.broker import LocalBroker
 broker = LocalBroker(Path(sys.argv[1]), home=Path(sys.argv[2])).start()
 print(broker.pid, flush=True)
 time.sleep(600)
@@ -235,7 +235,7 @@ def test_broker_cli_start_status_stop(tmp_path: Path) -> None:
 
     def holdwatch(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "streams.cli", *args],
+            [sys.executable, "-m", "streams.cli.main", *args],
             env=env, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT,
         )  # fmt: skip
 

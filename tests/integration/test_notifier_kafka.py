@@ -12,8 +12,8 @@ from pydantic import SecretStr
 
 from alerting.notify.delivery import DeliveryPolicy
 from schemas.alerts import AlertEvent
-from streams.kafka_config import aiokafka_config
-from streams.notifier import ledger_topic_name, read_ledger, run_notifier
+from streams.kafka.config import aiokafka_config
+from streams.notifier.service import ledger_topic_name, read_ledger, run_notifier
 from streams.settings import Settings
 from tests.fixtures.slack import SlackTestServer, make_alert
 

@@ -37,7 +37,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streams.metrics import NotifierPrometheus, PipelineMetrics
+from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics
 from tests.unit.test_deploy_static import DASHBOARDS, RULES_FILE, load_dashboard, panel_queries, selectors
 
 SCRAPE_INTERVAL_S = 1

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, header_value
 from schemas.eventlog import LogWriter
-from streams.admin import ensure_topics
-from streams.cli import build_parser
-from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick, header_value
+from streams.cli.main import build_parser
+from streams.kafka.admin import ensure_topics
+from streams.kafka.topics import control_topic, internal_topic_specs
 from streams.settings import Settings
-from streams.topics import control_topic, internal_topic_specs
 from tests.unit.test_replay_plan import BN, T0, carm, ms, rns, shipment
 
 PARTITIONS = 3

@@ -22,8 +22,8 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from pydantic import SecretStr
 
-from streams.cli import build_parser
-from streams.kafka_config import (
+from streams.cli.main import build_parser
+from streams.kafka.config import (
     KafkaConfigError,
     aiokafka_config,
     faust_broker_settings,
@@ -171,7 +171,7 @@ async def test_aiokafka_refuses_a_wrong_password(
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streams.cli.main", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams.admin import (
+from streams.kafka.admin import (
     CoPartitioningError,
     TopicResult,
     TopicSpec,

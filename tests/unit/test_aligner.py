@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.aligner import SeqAligner
+from streams.worker.aligner import SeqAligner
 
 
 @given(st.lists(st.booleans(), min_size=0, max_size=60), st.integers(0, 2**32 - 1), st.integers(1, 10))

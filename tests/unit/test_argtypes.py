@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from streams.commands.argtypes import integer, number, timestamp
+from streams.cli.argtypes import integer, number, timestamp
 
 
 def test_timestamps_need_an_offset() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.alerts import AlertEvent
 from schemas.eventlog import LogWriter
-from streams.cli import main
+from streams.cli.main import main
 from tests.enginekit import accepted, at, carm, notice, reported, rns
 
 

@@ -21,8 +21,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from streams.metrics import NotifierPrometheus, PipelineMetrics
 from streams.settings import Settings
+from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -282,7 +282,7 @@ def test_expressions_reference_holdwatch_metrics() -> None:
 
 
 def test_latency_rules_use_live_traffic_and_slo_buckets() -> None:
-    from streams.metrics import LATENCY_BUCKETS
+    from streams.worker.telemetry import LATENCY_BUCKETS
 
     for rule in rules():
         for name, _ in selectors(rule["expr"]):
@@ -632,7 +632,7 @@ def test_worker_health_check_probes_the_metrics_port(services: dict[str, dict[st
 
 
 def test_roles_run_real_commands(services: dict[str, dict[str, Any]]) -> None:
-    from streams.cli import build_parser
+    from streams.cli.main import build_parser
 
     parser = build_parser()
     for name, service in holdwatch_services(services).items():

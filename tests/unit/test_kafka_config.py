@@ -12,8 +12,9 @@ import faust
 import pytest
 from pydantic import SecretStr
 
-from streams.broker import BrokerState, write_state
-from streams.kafka_config import (
+from devtools.broker import BrokerState, write_state
+from streams.cli.main import with_local_broker
+from streams.kafka.config import (
     KafkaConfigError,
     aiokafka_config,
     faust_broker_settings,
@@ -86,9 +87,11 @@ def test_the_running_local_broker_is_found_through_its_state_file(
 ) -> None:
     pid, data_dir = fake_broker_process
     write_state(tmp_path / "home", BrokerState(pid, "127.0.0.1:45678", "3.9.2", str(data_dir), "x.log"))
-    assert resolve_bootstrap(settings(tmp_path, kafka_bootstrap=None)) == "127.0.0.1:45678"
+    found = with_local_broker(settings(tmp_path, kafka_bootstrap=None))
+    assert resolve_bootstrap(found) == "127.0.0.1:45678"
     # an explicit setting still wins over the local broker
-    assert resolve_bootstrap(settings(tmp_path, kafka_bootstrap="remote:9092")) == "remote:9092"
+    explicit = with_local_broker(settings(tmp_path, kafka_bootstrap="remote:9092"))
+    assert resolve_bootstrap(explicit) == "remote:9092"
 
 
 def test_a_reused_pid_of_another_program_is_not_mistaken_for_the_broker(
@@ -97,6 +100,15 @@ def test_a_reused_pid_of_another_program_is_not_mistaken_for_the_broker(
     pid, _ = fake_broker_process
     write_state(tmp_path / "home", BrokerState(pid, "127.0.0.1:45678", "3.9.2", str(tmp_path / "other"), "x"))
     with pytest.raises(KafkaConfigError):
+        resolve_bootstrap(with_local_broker(settings(tmp_path, kafka_bootstrap=None)))
+
+
+def test_production_configuration_never_looks_for_the_local_broker(
+    tmp_path: Path, fake_broker_process: tuple[int, Path]
+) -> None:
+    pid, data_dir = fake_broker_process
+    write_state(tmp_path / "home", BrokerState(pid, "127.0.0.1:45678", "3.9.2", str(data_dir), "x.log"))
+    with pytest.raises(KafkaConfigError, match="HOLDWATCH_KAFKA_BOOTSTRAP"):
         resolve_bootstrap(settings(tmp_path, kafka_bootstrap=None))
 
 

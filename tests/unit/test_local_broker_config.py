@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import (
+from devtools.broker import (
     BrokerError,
     BrokerPorts,
     LocalBroker,
@@ -171,7 +171,7 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_cluster_ids_never_start_with_a_dash() -> None:
-    from streams.broker import new_cluster_id
+    from devtools.broker import new_cluster_id
 
     ids = [new_cluster_id() for _ in range(3000)]  # ~1 in 64 would start with "-" by chance
     assert all(not cluster_id.startswith("-") and len(cluster_id) == 22 for cluster_id in ids)

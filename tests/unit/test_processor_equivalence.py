@@ -18,11 +18,11 @@ from kafka.partitioner.default import murmur2
 
 from schemas.alerts import AlertEvent
 from schemas.decode import topic_kinds
+from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick
 from schemas.eventlog import LogRecord, read_log
 from streams.backtest import run_backtest
-from streams.processor import CONTROL_HEADER, Output, PartitionProcessor, RawRecord
-from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick
 from streams.settings import Settings
+from streams.worker.processor import CONTROL_HEADER, Output, PartitionProcessor, RawRecord
 
 PARTITIONS = 3
 KINDS = topic_kinds("emanifest.events", "rns.events", "carm.readiness")
@@ -33,7 +33,7 @@ def _partition(key: str) -> int:
 
 
 def _log(tmp_path: Path, loads: int, seed: int) -> Path:
-    from streams.cli import main
+    from streams.cli.main import main
 
     path = tmp_path / "log.jsonl"
     assert (

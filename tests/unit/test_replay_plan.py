@@ -16,30 +16,32 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alerting.engine.config import Thresholds
+from devtools.simulate import SimulationConfig, write_simulation
+from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick
 from schemas.eventlog import BadLine, LogRecord, LogWriter
 from streams.backtest import run_backtest
-from streams.commands.replay import parse_speed
-from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick
-from streams.replay import (
+from streams.cli.replay import parse_speed
+from streams.replay.plan import (
     EPOCH,
     Action,
     Barrier,
-    BarrierOutcome,
     Pacer,
     Publish,
-    ReplayOptions,
     ReplayTopics,
     Skip,
     TickAll,
-    WallClock,
     gap_tick_time,
     log_items,
     plan_replay,
-    run_replay,
     value_bytes,
+)
+from streams.replay.publish import (
+    BarrierOutcome,
+    ReplayOptions,
+    WallClock,
+    run_replay,
     wait_for_group,
 )
-from streams.simulate import SimulationConfig, write_simulation
 
 TOPICS = ReplayTopics("em", "rns", "carm")
 BN = "123456789RM0001"
@@ -462,7 +464,7 @@ def test_barrier_times_out_with_a_warning_when_no_group_commits() -> None:
 def test_missing_log_files_are_an_error_before_any_kafka_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from streams.cli import build_parser
+    from streams.cli.main import build_parser
     from streams.settings import Settings
 
     args = build_parser().parse_args(["replay", str(tmp_path / "nope.jsonl")])
@@ -471,7 +473,7 @@ def test_missing_log_files_are_an_error_before_any_kafka_work(
 
 
 def test_a_later_replay_numbers_its_records_above_every_earlier_one() -> None:
-    from streams.replay import seq_base_now
+    from streams.replay.plan import seq_base_now
 
     records = [rec(TOPICS.emanifest, "ABCD1234567", shipment(minutes, n=minutes)) for minutes in (1, 2, 3)]
     first_base, second_base = seq_base_now(1_000_000_000_000), seq_base_now(1_000_000_001_000)

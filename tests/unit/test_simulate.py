@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.carm import CarmEvent, CarmSnapshot
-from schemas.emanifest import CargoReported, EManifestEvent, Notice
-from schemas.eventlog import BadLine, LogRecord, read_log
-from schemas.ports import PORTS
-from schemas.rns import KNOWN_INDICATORS, RnsEvent, RnsStatus
-from streams.cli import main as cli_main
-from streams.simulate import (
+from alerting.engine.rules import KNOWN_INDICATORS
+from devtools.simulate import (
     IMPORTER_FLAW_RATES,
     MALFORMED_KINDS,
     SimulationConfig,
@@ -28,6 +23,12 @@ from streams.simulate import (
     simulate,
     write_simulation,
 )
+from schemas.carm import CarmEvent, CarmSnapshot
+from schemas.emanifest import CargoReported, EManifestEvent, Notice
+from schemas.eventlog import BadLine, LogRecord, read_log
+from schemas.ports import PORTS
+from schemas.rns import RnsEvent, RnsStatus
+from streams.cli.main import main as cli_main
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 TOPICS = {"emanifest.events": "emanifest", "rns.events": "rns", "carm.readiness": "carm"}
@@ -428,7 +429,7 @@ def test_command_rejects_a_time_without_offset(tmp_path: Path, capsys: pytest.Ca
 def test_every_simulated_port_is_a_known_port_with_a_real_time_zone() -> None:
     from zoneinfo import ZoneInfo
 
-    from streams.simulate import PORT_SHARES, PORT_TEAMS
+    from devtools.simulate import PORT_SHARES, PORT_TEAMS
 
     assert set(PORT_SHARES) == set(PORT_TEAMS) <= set(PORTS)
     for code, port in PORTS.items():

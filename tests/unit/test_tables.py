@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alerting.engine.state import ShipmentState
-from streams.tables import shipment_view
+from streams.worker.tables import shipment_view
 
 
 class FakeTable(dict[bytes, bytes]):

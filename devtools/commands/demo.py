@@ -49,7 +49,7 @@ def _say(message: str) -> None:
 
 
 def _holdwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "streams.cli", *args]
+    return [sys.executable, "-m", "streams.cli.main", *args]
 
 
 class Processes:
@@ -85,7 +85,7 @@ class Processes:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.broker import read_state
+    from devtools.broker import read_state
 
     workdir = args.workdir or settings.home / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def _summarise(settings: Settings, env: dict[str, str], processes: Processes, se
     from kafka import KafkaConsumer, TopicPartition
 
     from schemas.alerts import AlertEvent
-    from streams.kafka_config import kafka_python_config
+    from streams.kafka.config import kafka_python_config
 
     config = kafka_python_config(settings)
     consumer = KafkaConsumer(enable_auto_commit=False, **config)

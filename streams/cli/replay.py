@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streams.commands.argtypes import integer, number
+from streams.cli.argtypes import integer, number
 from streams.settings import Settings
 
 
@@ -100,20 +100,22 @@ def _say(message: str) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from kafka.errors import KafkaError
 
-    from streams.admin import co_partitioning_problems, ensure_topics
-    from streams.kafka_config import KafkaConfigError, kafka_python_config
-    from streams.replay import (
+    from streams.kafka.admin import co_partitioning_problems, ensure_topics
+    from streams.kafka.config import KafkaConfigError, kafka_python_config
+    from streams.kafka.topics import control_topic
+    from streams.replay.plan import (
+        ReplayTopics,
+        log_items,
+        plan_replay,
+        seq_base_now,
+    )
+    from streams.replay.publish import (
         KafkaPythonSender,
         ReplayError,
         ReplayOptions,
-        ReplayTopics,
         kafka_barrier,
-        log_items,
-        plan_replay,
         run_replay,
-        seq_base_now,
     )
-    from streams.topics import control_topic
 
     missing = [str(path) for path in args.logs if not path.is_file()]
     if missing:

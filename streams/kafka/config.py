@@ -10,7 +10,6 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from streams.broker import running_broker
 from streams.settings import Settings
 
 SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "password"})
@@ -34,7 +33,10 @@ class ClientConfig(dict[str, Any]):
 
 
 def resolve_bootstrap(settings: Settings) -> str:
-    """HOLDWATCH_KAFKA_BOOTSTRAP if set, else the running local broker, else a clear error."""
+    """HOLDWATCH_KAFKA_BOOTSTRAP, validated, else a clear error.
+
+    The local development broker is found by the entry point (streams/cli/main.py), which fills
+    `kafka_bootstrap` in: production configuration never looks at developer tools."""
     if settings.kafka_bootstrap:
         servers = [part.strip() for part in settings.kafka_bootstrap.split(",") if part.strip()]
         if not servers:
@@ -46,9 +48,6 @@ def resolve_bootstrap(settings: Settings) -> str:
                     f"HOLDWATCH_KAFKA_BOOTSTRAP has {server!r}; expected host:port[,host:port]"
                 )
         return ",".join(servers)
-    state = running_broker(settings.home)
-    if state is not None:
-        return state.bootstrap
     raise KafkaConfigError(
         "no Kafka broker: set HOLDWATCH_KAFKA_BOOTSTRAP=host:port for an existing cluster, "
         "or run `holdwatch broker start` for a local one"

@@ -24,6 +24,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
 
+from alerting.engine.rules import KNOWN_INDICATORS
 from schemas.carm import CarmSnapshot, Contact, Delegation, Security
 from schemas.common import SCHEMA_VERSION
 from schemas.emanifest import (
@@ -36,7 +37,7 @@ from schemas.emanifest import (
     NoticeKind,
 )
 from schemas.eventlog import LogWriter
-from schemas.rns import KNOWN_INDICATORS, RnsStatus
+from schemas.rns import RnsStatus
 
 MINUTE = 60
 HOUR = 3600

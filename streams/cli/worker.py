@@ -60,10 +60,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from streams.admin import ensure_topics
-    from streams.app import build_app
-    from streams.kafka_config import KafkaConfigError, explain_connection_error
-    from streams.topics import internal_topic_specs
+    from streams.kafka.admin import ensure_topics
+    from streams.kafka.config import KafkaConfigError, explain_connection_error
+    from streams.kafka.topics import internal_topic_specs
+    from streams.worker.app import build_app
 
     clock = args.clock or settings.clock
     data_dir = args.data_dir or settings.state_dir or settings.home / "state" / settings.app_id

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from streams.commands.argtypes import timestamp
+from streams.cli.argtypes import timestamp
 from streams.settings import Settings
 
 

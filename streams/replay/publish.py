@@ -1,348 +1,32 @@
-"""`holdwatch replay`: publish event logs so that a pipeline sees the log's order and clock.
-
-Kafka keeps order only inside one topic-partition, while the back-test applies a log in
-file order across topics. Replay therefore stamps each record with its position in the
-log (`hw-seq`), sends ticks to every partition of the CCN-keyed topics (streams/protocol.py)
-and, before any shipment event, waits until the pipeline has consumed the log's leading
-CARM snapshots (the barrier: a snapshot must not be overtaken by the shipments it judges).
-
-Functional core: `ReplayPlanner` turns log lines into actions (publish, tick, barrier,
-skip) and is tested without a broker. Thin shell: `run_replay` sends them through a
-`Sender`, paces them (`--speed`), waits at the barrier and reports progress.
+"""`holdwatch replay`'s shell: sends the plan's actions (streams/replay/plan.py) through a
+`Sender`, paces them (`--speed`), waits at the CARM barrier and reports progress.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Final, Protocol, TypeAlias
 
-from schemas.decode import Decoded, TopicKind, decode_parsed, topic_kinds
-from schemas.eventlog import BadLine, LogRecord, read_log
-from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick
-from streams.settings import Settings
-
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-"""Tick time before any valid event: earlier than every real event, so it fires nothing
-(the back-test also uses the epoch for a CARM tombstone seen before any event time)."""
-
-DEFAULT_TICK_EVERY: Final = 500
-UNKNOWN_TOPIC: Final = "unknown_topic"
-TICK_VALUE_HEADERS: Final = [(TICK_HEADER, b"1")]
-
-
-# --------------------------------------------------------------------------------------
-# Functional core: log lines -> actions
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayTopics:
-    """The three input topics (Settings.topic_*). Ticks go to the CCN-keyed two only."""
-
-    emanifest: str
-    rns: str
-    carm: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ReplayTopics:
-        return cls(settings.topic_emanifest, settings.topic_rns, settings.topic_carm)
-
-    def kinds(self) -> dict[str, TopicKind]:
-        """Topic name -> kind; raises ValueError if two names are the same."""
-        return topic_kinds(self.emanifest, self.rns, self.carm)
-
-    @property
-    def ticked(self) -> tuple[str, str]:
-        return (self.emanifest, self.rns)
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Send one log record."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-    seq: int
-    source: str  # "file:line", for messages
-    event_time: datetime | None = None  # the replay clock after this record, if it moved it
-
-    @property
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [(SEQ_HEADER, str(self.seq).encode("ascii"))]
-
-
-@dataclass(frozen=True, slots=True)
-class TickAll:
-    """Send `tick` to every partition of each of `topics`."""
-
-    topics: tuple[str, ...]
-    tick: Tick
-
-
-@dataclass(frozen=True, slots=True)
-class Barrier:
-    """Flush, then wait until the pipeline has consumed the `records` CARM records sent so far."""
-
-    topic: str
-    records: int
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """A log line that is not published: unreadable, or not for an input topic."""
-
-    source: str
-    reason: str
-    detail: str
-
-
-Action: TypeAlias = Publish | TickAll | Barrier | Skip
-
-
-def _aware_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else None
-
-
-def _epoch_ms(when: datetime) -> int:
-    return (when - EPOCH) // timedelta(milliseconds=1)
-
-
-def _from_epoch_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
-
-
-def value_bytes(value: Any) -> bytes | None:
-    """The value as compact JSON, as the log holds it; None stays a tombstone.
-
-    Strings with lone surrogates (legal JSON escapes, not encodable as UTF-8) fall back to
-    ASCII escapes, so the bytes are still the same JSON value and nothing crashes.
-    """
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
-
-
-def key_bytes(key: str | None) -> bytes | None:
-    # surrogatepass: a broken key is published as broken bytes; the pipeline dead-letters it.
-    return None if key is None else key.encode("utf-8", errors="surrogatepass")
-
-
-@dataclass(slots=True)
-class ReplayPlanner:
-    """Turns log lines, in replay order, into actions. Pure: no I/O, no clock.
-
-    The replay clock follows the back-test's: the latest `occurred_at` of a record the
-    pipeline would accept (a CARM tombstone counts with its log timestamp). Records that
-    will be dead-lettered are published but do not move it, so ticks never claim an event
-    time that the back-test never reaches.
-    """
-
-    topics: ReplayTopics
-    tick_every: int = DEFAULT_TICK_EVERY
-    carm_barrier: bool = True
-    seq_base: int = 0
-    """Seqs of this replay are seq_base + 1, 2, ...: a later replay into the same topics must use a
-    larger base, so the pipeline never takes its records for stragglers of the previous one."""
-    last_seq: int = 0
-    published: int = 0
-    clock: datetime | None = None
-    ticks: int = 0
-    _kinds: dict[str, TopicKind] = field(default_factory=dict)
-    _carm_prefix: int = 0
-    _past_prefix: bool = False
-
-    def __post_init__(self) -> None:
-        if self.tick_every < 1:
-            raise ValueError(f"tick_every must be >= 1, got {self.tick_every}")
-        self._kinds = self.topics.kinds()
-        self.last_seq = max(self.last_seq, self.seq_base)
-
-    def feed(self, source: str, item: LogRecord | BadLine) -> list[Action]:
-        """The actions for one log line (`source` names its file)."""
-        if isinstance(item, BadLine):
-            return [Skip(f"{source}:{item.line}", item.reason, item.detail)]
-        kind = self._kinds.get(item.topic)
-        if kind is None:
-            detail = (
-                f"line {item.line}: topic {item.topic!r} is not an input topic "
-                f"({self.topics.emanifest}, {self.topics.rns}, {self.topics.carm})"
-            )
-            return [Skip(f"{source}:{item.line}", UNKNOWN_TOPIC, detail)]
-        actions: list[Action] = []
-        if not self._past_prefix:
-            if kind is TopicKind.CARM:
-                self._carm_prefix += 1
-            else:
-                self._past_prefix = True
-                if self.carm_barrier and self._carm_prefix:
-                    actions.append(Barrier(self.topics.carm, self._carm_prefix))
-        moved_to = self._advance(kind, item)
-        self.last_seq += 1
-        self.published += 1
-        actions.append(
-            Publish(
-                topic=item.topic,
-                key=key_bytes(item.key),
-                value=value_bytes(item.value),
-                timestamp_ms=self._timestamp_ms(item),
-                seq=self.last_seq,
-                source=f"{source}:{item.line}",
-                event_time=moved_to,
-            )
-        )
-        if self.published % self.tick_every == 0:
-            actions.append(self.tick())
-        return actions
-
-    def tick(self, *, final: bool = False) -> TickAll:
-        """A tick for everything published so far, at the replay clock."""
-        self.ticks += 1
-        return TickAll(self.topics.ticked, Tick(self.last_seq + 1, self.clock or EPOCH, final))
-
-    def finish(self) -> list[Action]:
-        """The final tick: every partition reaches the log's last event time."""
-        return [self.tick(final=True)]
-
-    def _advance(self, kind: TopicKind, item: LogRecord) -> datetime | None:
-        """Move the clock to this record's event time if the pipeline would accept it and it is later."""
-        when = self._event_time(kind, item)
-        if when is None or (self.clock is not None and when <= self.clock):
-            return None
-        self.clock = when
-        return when
-
-    def _event_time(self, kind: TopicKind, item: LogRecord) -> datetime | None:
-        """The time the back-test evaluates this record at; None if it is dead-lettered or has none."""
-        value = item.value
-        if value is None:  # a tombstone: its log timestamp, if the pipeline accepts it
-            if item.timestamp is None or not isinstance(decode_parsed(kind, item.key, None), Decoded):
-                return None
-            return _from_epoch_ms(item.timestamp)
-        if not isinstance(value, dict):
-            return None
-        candidate = _aware_time(value.get("occurred_at"))
-        if candidate is not None and self.clock is not None and candidate <= self.clock:
-            return None  # cannot move the clock, valid or not: spare the decode
-        decoded = decode_parsed(kind, item.key, value)
-        if not isinstance(decoded, Decoded) or decoded.event is None:
-            return None
-        return decoded.event.occurred_at
-
-    def _timestamp_ms(self, item: LogRecord) -> int:
-        """The log's timestamp, else the value's occurred_at, else the replay clock so far.
-
-        Never the wall clock: the pipeline takes a tombstone's time from its record timestamp
-        and the back-test takes the clock so far (the epoch before any event), and "now" would
-        jump a historical replay's clock to today and fire every deadline at once.
-        """
-        if item.timestamp is not None:
-            return item.timestamp
-        if isinstance(item.value, dict):
-            occurred = _aware_time(item.value.get("occurred_at"))
-            if occurred is not None and occurred >= EPOCH:
-                return _epoch_ms(occurred)
-        return _epoch_ms(self.clock or EPOCH)
-
-
-def seq_base_now(now_ns: int) -> int:
-    """A seq base above every seq of an earlier replay: microseconds since the epoch x 10^9
-    (room for 10^9 records per replay, and replays start at least a microsecond apart)."""
-    return (now_ns // 1000) * 1_000_000_000
-
-
-def log_items(paths: Iterable[Path]) -> Iterator[tuple[str, LogRecord | BadLine]]:
-    """Every line of every log, in order, with the file it came from (streaming)."""
-    for path in paths:
-        name = str(path)
-        for item in read_log(path):
-            yield name, item
-
-
-def plan_replay(
-    items: Iterable[tuple[str, LogRecord | BadLine]],
-    topics: ReplayTopics,
-    *,
-    tick_every: int = DEFAULT_TICK_EVERY,
-    carm_barrier: bool = True,
-    seq_base: int = 0,
-) -> Iterator[Action]:
-    """The whole replay as actions, ending with the final tick."""
-    planner = ReplayPlanner(topics, tick_every=tick_every, carm_barrier=carm_barrier, seq_base=seq_base)
-    for source, item in items:
-        yield from planner.feed(source, item)
-    yield from planner.finish()
-
-
-# --------------------------------------------------------------------------------------
-# Pacing (--speed)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Pacer:
-    """Maps event time to wall time at `speed`× real time, anchored at the first record.
-
-    Anchored (not record-to-record) so that per-record overhead does not accumulate. A gap
-    longer than `max_sleep_s` of wall time is cut to `max_sleep_s` and the anchor moves:
-    replaying a log with a quiet night at realtime speed should not stall for hours.
-    """
-
-    speed: float
-    max_sleep_s: float = 60.0
-    _anchor: tuple[float, datetime] | None = None
-
-    def __post_init__(self) -> None:
-        if not self.speed > 0:
-            raise ValueError(f"speed must be > 0, got {self.speed}")
-
-    def delay(self, event_time: datetime, now: float) -> tuple[float, bool]:
-        """Seconds to wait before publishing a record at `event_time`; True if the gap was cut."""
-        if self._anchor is None:
-            self._anchor = (now, event_time)
-            return 0.0, False
-        wall0, event0 = self._anchor
-        due = wall0 + (event_time - event0).total_seconds() / self.speed
-        wait = due - now
-        if wait > self.max_sleep_s:
-            self._anchor = (now + self.max_sleep_s, event_time)
-            return self.max_sleep_s, True
-        return max(0.0, wait), False
-
-    def event_time_at(self, now: float) -> datetime | None:
-        """The event time that wall instant `now` stands for (None before the first record)."""
-        if self._anchor is None:
-            return None
-        wall0, event0 = self._anchor
-        return event0 + timedelta(seconds=(now - wall0) * self.speed)
-
-
-def gap_tick_time(clock: datetime | None, paced: datetime | None, next_time: datetime) -> datetime:
-    """Tick time while waiting for the next record: the paced event time, but never earlier
-    than the clock and always before the next record (the back-test fires deadlines before
-    that record only if they are strictly earlier than it)."""
-    floor = clock or EPOCH
-    ceiling = next_time - timedelta(milliseconds=1)
-    when = paced if paced is not None else floor
-    return max(floor, min(when, ceiling))
-
+from schemas.envelope import Tick
+from streams.replay.plan import (
+    DEFAULT_TICK_EVERY,
+    TICK_VALUE_HEADERS,
+    UNKNOWN_TOPIC,
+    Action,
+    Barrier,
+    Pacer,
+    Publish,
+    ReplayTopics,
+    Skip,
+    TickAll,
+    epoch_ms,
+    gap_tick_time,
+)
 
 # --------------------------------------------------------------------------------------
 # Shell: sending, barrier, progress
@@ -546,7 +230,7 @@ class _Replay:
 
     def send_tick(self, action: TickAll) -> None:
         value = action.tick.to_bytes()
-        timestamp_ms = _epoch_ms(action.tick.time)
+        timestamp_ms = epoch_ms(action.tick.time)
         for topic in action.topics:
             for partition in self.partitions.get(topic) or self._partitions(topic):
                 self.sender.send(

@@ -11,16 +11,16 @@ from streams.settings import Settings
 
 # Each module registers its own subcommands; listed here so `--help` shows them in order.
 COMMAND_MODULES = (
-    "streams.commands.broker",
-    "streams.commands.topics",
-    "streams.commands.worker",
-    "streams.commands.notifier",
-    "streams.commands.replay",
-    "streams.commands.backtest",
-    "streams.commands.simulate",
-    "streams.commands.schemas",
-    "streams.commands.slack",
-    "streams.commands.demo",
+    "devtools.commands.broker",
+    "streams.cli.topics",
+    "streams.cli.worker",
+    "streams.cli.notifier",
+    "streams.cli.replay",
+    "streams.cli.backtest",
+    "devtools.commands.simulate",
+    "streams.cli.schemas",
+    "streams.cli.slack",
+    "devtools.commands.demo",
 )
 
 
@@ -34,21 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
+
+
+def with_local_broker(settings: Settings) -> Settings:
+    """Without HOLDWATCH_KAFKA_BOOTSTRAP, point the settings at the local development broker when
+    one runs (`holdwatch broker start`). The one place where the product looks at a dev tool."""
+    if settings.kafka_bootstrap:
+        return settings
+    from devtools.broker import running_broker
+
+    state = running_broker(settings.home)
+    return settings if state is None else settings.model_copy(update={"kafka_bootstrap": state.bootstrap})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings()
+        settings = with_local_broker(Settings())
     except Exception as exc:  # noqa: BLE001 - a bad setting is a user error, said plainly
         print(f"holdwatch: invalid settings: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streams.kafka_config import kafka_python_config
+from streams.kafka.config import kafka_python_config
 from streams.settings import Settings
 
 TopicRole = Literal["input", "output", "internal"]

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from streams.admin import co_partitioning_problems, ensure_topics
-from streams.kafka_config import KafkaConfigError, explain_connection_error, resolve_bootstrap
+from streams.kafka.admin import co_partitioning_problems, ensure_topics
+from streams.kafka.config import KafkaConfigError, explain_connection_error, resolve_bootstrap
 from streams.settings import Settings
 
 

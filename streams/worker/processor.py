@@ -23,8 +23,8 @@ from alerting.engine.state import ShipmentState
 from schemas.alerts import AlertEvent
 from schemas.carm import CarmSnapshot
 from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
-from streams.aligner import SeqAligner
-from streams.protocol import SEQ_HEADER, TICK_HEADER, Tick, header_value
+from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, header_value
+from streams.worker.aligner import SeqAligner
 
 CONTROL_HEADER = "hw-control"
 """On the internal control topic: b"carm" (a CARM snapshot broadcast) or b"tick" (a clock tick)."""

@@ -35,7 +35,7 @@ from alerting.notify.metrics import NotifyMetrics, NullMetrics
 from alerting.notify.routing import load_routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
 from schemas.alerts import AlertEvent
-from streams.protocol import TRAFFIC_HEADER, TRIGGER_TS_HEADER
+from schemas.envelope import TRAFFIC_HEADER, TRIGGER_TS_HEADER
 from streams.settings import Settings
 
 log = logging.getLogger("holdwatch.notifier")
@@ -93,7 +93,7 @@ async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any
     """Every live entry of the ledger topic (its last value per key), read to the current end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.kafka_config import aiokafka_config
+    from streams.kafka.config import aiokafka_config
 
     consumer = AIOKafkaConsumer(
         topic,
@@ -164,7 +164,7 @@ def decode_alert(raw: bytes | None) -> AlertEvent | None:
 
 
 async def ensure_notifier_topics(settings: Settings, ledger_topic: str) -> None:
-    from streams.admin import TopicSpec, ensure_topics
+    from streams.kafka.admin import TopicSpec, ensure_topics
 
     spec = TopicSpec(
         name=ledger_topic,
@@ -197,7 +197,7 @@ async def run_notifier(
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-    from streams.kafka_config import aiokafka_config
+    from streams.kafka.config import aiokafka_config
 
     routing = load_routing(settings.slack_routing_file, default_channel=settings.slack_channel)
     gateway = gateway or make_gateway(settings, client)

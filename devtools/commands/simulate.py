@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from streams.commands.argtypes import integer, number, timestamp
-from streams.settings import Settings
-from streams.simulate import (
+from devtools.simulate import (
     DEFAULT_DUPLICATE_RATE,
     DEFAULT_MALFORMED_RATE,
     DEFAULT_START,
@@ -18,6 +16,8 @@ from streams.simulate import (
     SimulationStats,
     write_simulation,
 )
+from streams.cli.argtypes import integer, number, timestamp
+from streams.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

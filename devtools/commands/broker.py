@@ -7,7 +7,7 @@ import shutil
 import sys
 from typing import Any
 
-from streams.broker import (
+from devtools.broker import (
     BrokerError,
     LocalBroker,
     clear_state,

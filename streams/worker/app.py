@@ -26,9 +26,11 @@ from prometheus_client import CollectorRegistry
 from schemas.alerts import AlertEvent
 from schemas.deadletter import encode_dead_letter, make_dead_letter
 from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
-from streams.kafka_config import faust_broker_settings
-from streams.metrics import NotifierPrometheus, PipelineMetrics, port_label
-from streams.processor import (
+from schemas.envelope import SEQ_HEADER, TRAFFIC_HEADER, TRIGGER_TS_HEADER, Tick, header_value
+from streams.kafka.config import faust_broker_settings
+from streams.kafka.topics import control_topic
+from streams.settings import Settings
+from streams.worker.processor import (
     CONTROL_HEADER,
     ClockMode,
     Output,
@@ -38,10 +40,8 @@ from streams.processor import (
     is_replayed,
     is_tick,
 )
-from streams.protocol import SEQ_HEADER, TRAFFIC_HEADER, TRIGGER_TS_HEADER, Tick, header_value
-from streams.settings import Settings
-from streams.tables import carm_view, define_tables, shipment_view
-from streams.topics import control_topic
+from streams.worker.tables import carm_view, define_tables, shipment_view
+from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics, port_label
 
 log = logging.getLogger("holdwatch.worker")
 
@@ -279,7 +279,7 @@ def build_app(
 
         @app.task  # type: ignore[untyped-decorator]
         async def notifier() -> None:
-            from streams.notifier import run_notifier
+            from streams.notifier.service import run_notifier
 
             await run_notifier(settings, stop=notifier_stop, metrics=NotifierPrometheus(metrics))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.admin import TopicSpec
+from streams.kafka.admin import TopicSpec
 from streams.settings import Settings
 
 

@@ -30,8 +30,8 @@ from typing import Literal
 
 DEFAULT_KAFKA_VERSION = "3.9.2"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
-STARTED_MARKER = "Kafka Server started"
+KAFKA_FILES = Path(__file__).resolve().parent / "kafka"
+"""The broker's dependency POM and logging configs: package data, so an installed holdwatch has them."""
 
 Progress = Callable[[str], None]
 LoggingBackend = Literal["reload4j", "log4j2"]
@@ -167,9 +167,9 @@ def render_server_properties(
 def jvm_options(*, version: str, logs_dir: Path, heap_mb: int) -> list[str]:
     """Fixed heap (no surprise growth on a shared machine), serial GC (one small node), file logging."""
     if kafka_major(version) == 3:
-        log_flag = f"-Dlog4j.configuration=file:{DEPLOY_DIR / 'log4j.properties'}"
+        log_flag = f"-Dlog4j.configuration=file:{KAFKA_FILES / 'log4j.properties'}"
     else:
-        log_flag = f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}"
+        log_flag = f"-Dlog4j2.configurationFile={KAFKA_FILES / 'log4j2.properties'}"
     return [
         f"-Xms{heap_mb}m",
         f"-Xmx{heap_mb}m",
@@ -226,9 +226,9 @@ def fetch_broker_jars(version: str, home: Path, *, progress: Progress = _silent)
         if complete.exists():  # another process fetched while we waited
             return libs
         mvn = require_tool("mvn", "fetch Apache Kafka's broker jars from Maven Central")
-        pom = DEPLOY_DIR / "pom.xml"
+        pom = KAFKA_FILES / "pom.xml"
         if not pom.is_file():
-            raise BrokerError(f"{pom} is missing: run holdwatch from a checkout (pip install -e .)")
+            raise BrokerError(f"{pom} is missing: the holdwatch installation is incomplete (reinstall it)")
         staging = version_dir / f"libs.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         fetch_log = version_dir / "fetch.log"

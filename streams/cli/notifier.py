@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _main(settings: Settings, group_id: str | None) -> None:
-    from streams.notifier import run_notifier
+    from streams.notifier.service import run_notifier
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,7 +42,7 @@ async def _main(settings: Settings, group_id: str | None) -> None:
     if settings.metrics_port:
         from prometheus_client import CollectorRegistry, start_http_server
 
-        from streams.metrics import NotifierPrometheus, PipelineMetrics
+        from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics
 
         registry = CollectorRegistry()
         metrics = NotifierPrometheus(PipelineMetrics(registry))
@@ -52,7 +52,7 @@ async def _main(settings: Settings, group_id: str | None) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.kafka_config import KafkaConfigError
+    from streams.kafka.config import KafkaConfigError
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     target = "Slack" if settings.slack_token is not None else "the console (no HOLDWATCH_SLACK_TOKEN)"

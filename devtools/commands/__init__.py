@@ -1,0 +1,1 @@
+"""The developer subcommands of `holdwatch`: broker, simulate, demo."""
