@@ -275,10 +275,11 @@ def free_port() -> int:
         return port
 
 
-def port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on `port` at `host` (the metrics server binds every address: "0.0.0.0")."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True

@@ -13,13 +13,13 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+from devtools.broker import free_port, port_free, tail
 from streams.settings import Settings
 
 
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         if simulated.returncode != 0:
             return 2
-        if settings.metrics_port and not _port_free(settings.metrics_port):
-            port = _free_port()
+        if settings.metrics_port and not port_free(settings.metrics_port, host="0.0.0.0"):
+            port = free_port()
             _say(f"port {settings.metrics_port} is taken: the worker serves /metrics on {port} instead")
             settings = settings.model_copy(update={"metrics_port": port})
             env["HOLDWATCH_METRICS_PORT"] = str(port)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         if not _wait_ready(worker_log, processes):
             _say(f"the worker did not start; last lines of {worker_log}:")
-            print(_tail(worker_log), file=sys.stderr)
+            print(tail(worker_log, 20), file=sys.stderr)
             return 1
         metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
         _say(f"worker ready (log: {worker_log}); metrics on {metrics_url}")
@@ -172,21 +172,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             subprocess.run(_holdwatch("broker", "stop"), env=env, check=False)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _wait_ready(log: Path, processes: Processes, timeout_s: float = 180.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -196,12 +181,6 @@ def _wait_ready(log: Path, processes: Processes, timeout_s: float = 180.0) -> bo
             return True
         time.sleep(0.5)
     return False
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _summarise(settings: Settings, env: dict[str, str], processes: Processes, settle_s: float = 8.0) -> None:

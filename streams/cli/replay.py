@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from kafka.errors import KafkaError
 
     from streams.kafka.admin import co_partitioning_problems, ensure_topics
-    from streams.kafka.config import KafkaConfigError, kafka_python_config
+    from streams.kafka.config import KafkaConfigError, admin_client, kafka_python_config
     from streams.kafka.topics import control_topic
     from streams.replay.plan import (
         ReplayTopics,
@@ -131,9 +131,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap = config["bootstrap_servers"]
 
     def admin(settings: Settings) -> Any:
-        from kafka.admin import KafkaAdminClient
-
-        return KafkaAdminClient(client_id="holdwatch-replay", bootstrap_timeout_ms=10_000, **config)
+        return admin_client(config, client_id="holdwatch-replay", bootstrap_timeout_ms=10_000)
 
     try:
         results = ensure_topics(settings, admin_factory=admin)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streams.kafka.config import kafka_python_config
+from streams.kafka.config import admin_client, kafka_python_config
 from streams.settings import Settings
 
 TopicRole = Literal["input", "output", "internal"]
@@ -97,9 +97,7 @@ AdminFactory = Callable[[Settings], Any]
 
 
 def _kafka_python_admin(settings: Settings) -> Any:
-    from kafka.admin import KafkaAdminClient
-
-    return KafkaAdminClient(client_id="holdwatch-admin", **kafka_python_config(settings))
+    return admin_client(kafka_python_config(settings), client_id="holdwatch-admin")
 
 
 def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:

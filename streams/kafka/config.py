@@ -8,6 +8,7 @@ clear (the clients need it) but never show it: their repr/str mask secrets.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 from streams.settings import Settings
@@ -173,3 +174,11 @@ def explain_connection_error(settings: Settings, exc: BaseException) -> str:
             "HOLDWATCH_KAFKA_SASL_PASSWORD, and that this address is the SASL listener"
         )
     return text
+
+
+def admin_client(config: Mapping[str, Any], *, client_id: str, **options: Any) -> Any:
+    """kafka-python's `KafkaAdminClient` for a client config (`kafka_python_config`): the one
+    place that builds one, so every admin connection uses the same security settings."""
+    from kafka.admin import KafkaAdminClient  # heavy import, only when an admin client is needed
+
+    return KafkaAdminClient(client_id=client_id, **options, **config)

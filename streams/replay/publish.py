@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol, TypeAlias
 
 from schemas.envelope import Tick
+from streams.kafka.config import admin_client
 from streams.replay.plan import (
     DEFAULT_TICK_EVERY,
     TICK_VALUE_HEADERS,
@@ -467,7 +468,6 @@ def kafka_barrier(
 
     def wait(barrier: Barrier) -> BarrierOutcome:
         from kafka import KafkaConsumer, TopicPartition
-        from kafka.admin import KafkaAdminClient
 
         consumer = KafkaConsumer(
             client_id="holdwatch-replay-barrier",
@@ -475,7 +475,7 @@ def kafka_barrier(
             allow_auto_create_topics=False,
             **config,
         )
-        admin = KafkaAdminClient(client_id="holdwatch-replay-barrier", **config)
+        admin = admin_client(config, client_id="holdwatch-replay-barrier")
         started = wall.monotonic()
         try:
             for stage, topic in enumerate([barrier.topic, *then_topics]):

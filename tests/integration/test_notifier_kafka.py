@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterable
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from alerting.notify.delivery import DeliveryPolicy
+from alerting.notify.metrics import CountingMetrics
 from schemas.alerts import AlertEvent
-from streams.kafka.config import aiokafka_config
+from streams.kafka.config import admin_client, aiokafka_config, kafka_python_config
 from streams.notifier.service import ledger_topic_name, read_ledger, run_notifier
 from streams.settings import Settings
 from tests.fixtures.slack import SlackTestServer, make_alert
@@ -52,19 +54,56 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> No
         await asyncio.sleep(0.1)
 
 
+def caught_up(settings: Settings, group_id: str) -> bool:
+    """The group committed every alert record: each one was accepted (and its ledger entry flushed)."""
+    config = kafka_python_config(settings)
+    consumer = KafkaConsumer(**config, enable_auto_commit=False)
+    admin = admin_client(config, client_id="holdwatch-tests")
+    try:
+        parts = [
+            TopicPartition(settings.topic_alerts, p)
+            for p in consumer.partitions_for_topic(settings.topic_alerts)
+        ]
+        ends = consumer.end_offsets(parts)
+        committed = admin.list_consumer_group_offsets(group_id)
+        return all(committed.get(tp) is not None and committed[tp].offset >= ends[tp] for tp in parts)
+    finally:
+        consumer.close()
+        admin.close()
+
+
 class Notifier:
     """One notifier process, as an asyncio task."""
 
     def __init__(self, settings: Settings, group_id: str) -> None:
+        self.settings, self.group_id = settings, group_id
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()
+        self.metrics = CountingMetrics()
         self.task = asyncio.create_task(
-            run_notifier(settings, stop=self.stop, group_id=group_id, policy=FAST, ready=self.ready)
+            run_notifier(
+                settings,
+                stop=self.stop,
+                group_id=group_id,
+                policy=FAST,
+                ready=self.ready,
+                metrics=self.metrics,
+            )
         )
 
     async def started(self) -> Notifier:
         await asyncio.wait_for(self.ready.wait(), 60)
         return self
+
+    async def idle(self, timeout_s: float = 60.0) -> None:
+        """Every alert record is committed and Slack owes nothing: no call can follow any more."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.metrics.pending_now or not await asyncio.to_thread(
+            caught_up, self.settings, self.group_id
+        ):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"notifier group {self.group_id} did not catch up")
+            await asyncio.sleep(0.2)
 
     async def close(self) -> None:
         self.stop.set()
@@ -111,7 +150,7 @@ async def test_restart_mid_stream_and_full_replay_post_nothing_twice(kafka_setti
         await publish(settings, [*first[:4], *second])  # duplicates of early events, then the rest
         notifier = await Notifier(settings, group).started()
         await wait_for(lambda: settled(slack, ids))
-        await asyncio.sleep(1.0)  # give a would-be duplicate the time to appear
+        await notifier.idle()  # a would-be duplicate would be owed now
         await notifier.close()
         assert sorted(parents(slack)) == sorted(ids)
         assert len(reply_keys(slack)) == len(set(reply_keys(slack))) == 2 * len(ids)
@@ -119,7 +158,7 @@ async def test_restart_mid_stream_and_full_replay_post_nothing_twice(kafka_setti
 
         # A new consumer group reads the alert topic from the start: the ledger says it is all done.
         notifier = await Notifier(settings, f"{group}-replay").started()
-        await asyncio.sleep(3.0)
+        await notifier.idle()
         await notifier.close()
         assert len(slack.calls()) == calls_before_replay
 
