@@ -36,8 +36,3 @@ PORTS: dict[str, Port] = {
     )
 }
 
-
-def port_name(code: str) -> str:
-    """The port's name, or the bare code for an office this table does not list."""
-    port = PORTS.get(code)
-    return port.name if port else code

@@ -9,7 +9,6 @@ manifest can ping `@channel`, mention a user or hide a link.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.alerts import AlertEvent, ReasonDetail
+from schemas.ports import PORTS
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -81,22 +81,14 @@ def port_info(code: str | None) -> PortInfo | None:
     """Name and time zone of a CBSA office; the code alone (UTC) when `schemas.ports` lacks it."""
     if code is None:
         return None
-    name: str | None = None
-    zone: tzinfo = UTC
+    port = PORTS.get(code)
+    if port is None:
+        return PortInfo(code=code, name=None, tz=UTC)
     try:
-        ports = getattr(importlib.import_module("schemas.ports"), "PORTS", {})
-    except ImportError:
-        ports = {}
-    port = ports.get(code) if isinstance(ports, dict) else None
-    if port is not None:
-        name = getattr(port, "name", None)
-        tz_name = getattr(port, "tz", None)
-        if isinstance(tz_name, str):
-            try:
-                zone = ZoneInfo(tz_name)
-            except (ZoneInfoNotFoundError, ValueError):
-                zone = UTC
-    return PortInfo(code=code, name=name, tz=zone)
+        zone: tzinfo = ZoneInfo(port.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    return PortInfo(code=code, name=port.name, tz=zone)
 
 
 def port_label(port: PortInfo | None) -> str:

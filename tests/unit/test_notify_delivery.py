@@ -326,9 +326,9 @@ async def test_what_reaches_slack_carries_no_live_mention_or_link(rig: Rig) -> N
 
 
 async def test_latencies_are_measured_from_the_kafka_timestamps_and_keep_replay_apart(rig: Rig) -> None:
-    rig.delivery.wall = lambda: 1_000_010.0  # epoch seconds when Slack answers
+    answered_ms = round(rig.clock.wall() * 1000)  # the clock's wall time when Slack answers (at once)
     raised = make_alert("A9", 1, "raised", "critical")
-    origin = Origin(alert_ms=1_000_009_500, trigger_ms=1_000_007_000, traffic="replay")
+    origin = Origin(alert_ms=answered_ms - 500, trigger_ms=answered_ms - 3_000, traffic="replay")
     await rig.delivery.accept(raised, origin=origin)
     await rig.ledger.flush()
     await rig.settle()

@@ -15,7 +15,7 @@ from alerting.notify.ledger import MemoryLedger
 from alerting.notify.metrics import CountingMetrics
 from alerting.notify.routing import Routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
-from tests.fixtures.slack import SlackTestServer, make_alert
+from tests.fixtures.slack import SlackTestServer, StoredMessage, make_alert
 
 
 async def wait_until(condition: object, timeout_s: float = 10.0) -> None:
@@ -43,17 +43,31 @@ async def test_run_delivers_through_an_outage_at_100x_speed() -> None:
         slack.fail("server_error", seconds=30)
         for i in range(6):
             await delivery.accept(make_alert(f"O{i}", team="east" if i % 2 else None))
+        # O0 escalates once its message is on Slack (after the outage): a thread reply is owed
+        await wait_until(lambda: "O0" in keys(slack.top_level("#dispatch")))
         await delivery.accept(make_alert("O0", 2, "updated", "critical", previous_severity="warning"))
         await wait_until(lambda: delivery.pending_count() == 0)
         stop.set()
         await asyncio.wait_for(runner, 10)
         assert len(slack.top_level("#dispatch")) == 3 and len(slack.top_level("#east")) == 3
-        failed = [r for r in slack.requests if r.outcome == "server_error"]
-        assert failed and max(r.at for r in failed) - min(r.at for r in failed) < 31
+        failed = [r.at for r in slack.requests if r.outcome == "server_error"]
+        assert len(failed) >= 6, "each channel retries, backing off, through the whole outage"
+        assert 20 < max(failed) - min(failed) < 31
+        assert min(r.at for r in slack.calls("chat.postMessage")) >= 30  # nothing lands during it
         for channel in ("#dispatch", "#east"):
             times = [r.at for r in slack.calls("chat.postMessage") if r.body["channel"] == channel]
             assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
+        [o0] = [m for m in slack.top_level("#dispatch") if keys([m]) == ["O0"]]
+        assert "CRITICAL" in o0.text  # edited to the escalated state
+        [escalation] = slack.replies("#dispatch", o0.ts)
+        assert keys([escalation]) == ["O0:escalation:2"]
+        assert "CRITICAL" in escalation.text and not escalation.reply_broadcast
         assert metrics.latencies and metrics.counts["retried"] > 0
+
+
+def keys(messages: list[StoredMessage]) -> list[str]:
+    """The keys our messages carry as metadata."""
+    return [m.metadata["event_payload"]["key"] for m in messages if m.metadata]
 
 
 async def test_console_sink_prints_the_same_lifecycle() -> None:

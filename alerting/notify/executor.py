@@ -1,0 +1,314 @@
+"""Executor: makes one Slack call over the `SlackGateway`, records it in the ledger, measures it.
+
+Exactly-once as this side sees it: before a post the ledger records an intent (flushed), after
+it the ts; a post (or reply) whose intent is still recorded may have landed, so the next attempt
+first looks for it by its metadata key and adopts it. Every call is counted per method/outcome
+and the latency of each event shown is measured (from its Kafka timestamps when known).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from alerting.notify.clock import Clock
+from alerting.notify.gateway import Posted, SlackCallError, SlackGateway
+from alerting.notify.ledger import DIGEST_PREFIX, AlertRecord, DigestRecord, Ledger
+from alerting.notify.metrics import NotifyMetrics
+from alerting.notify.planner import EDIT, POST, RESOLUTION, NextCall, Timers, reply_seq
+from alerting.notify.policy import DeliveryPolicy
+from alerting.notify.render import SlackMessage, render_alert, render_escalation, render_resolution
+from alerting.notify.scheduler import ChannelState
+from alerting.notify.storm import render_digest
+from schemas.alerts import AlertEvent
+
+log = logging.getLogger("holdwatch.notify")
+
+# sent: a call reached Slack (pace the channel); local: nothing to send; adopted: an earlier post found
+Outcome = Literal["sent", "local", "adopted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an alert event came from: its record's and its trigger's Kafka timestamps (ms) and
+    whether it was live or replayed traffic (headers set by the worker)."""
+
+    alert_ms: int | None = None
+    trigger_ms: int | None = None
+    traffic: str = "live"
+
+
+@dataclass
+class Records:
+    """What this process holds: lifecycles, digests and their in-memory due times."""
+
+    alerts: dict[str, AlertRecord] = field(default_factory=dict)
+    digests: dict[str, DigestRecord] = field(default_factory=dict)
+    timers: dict[str, Timers] = field(default_factory=dict)
+
+    def get(self, key: str) -> AlertRecord | DigestRecord | None:
+        return self.digests.get(key) if key.startswith(DIGEST_PREFIX) else self.alerts.get(key)
+
+    def timers_of(self, key: str) -> Timers:
+        return self.timers.get(key) or Timers()
+
+    def digest_members(self, digest: DigestRecord) -> list[AlertEvent]:
+        return [self.alerts[m].latest for m in digest.members if m in self.alerts]
+
+
+class Latencies:
+    """Accepted events not yet shown, and how long each took to reach Slack once it is."""
+
+    def __init__(self, clock: Clock, metrics: NotifyMetrics) -> None:
+        self.clock = clock
+        self.metrics = metrics
+        self._accepted: dict[str, list[tuple[int, float, Origin | None]]] = {}
+
+    def accepted(self, alert: AlertEvent, origin: Origin | None) -> None:
+        self._accepted.setdefault(alert.alert_id, []).append((alert.seq, self.clock.now(), origin))
+
+    def shown(self, alert_id: str, shown_seq: int) -> None:
+        """Slack now shows `shown_seq`: measure every accepted event at or below it."""
+        pending = self._accepted.get(alert_id)
+        if not pending:
+            return
+        rest = [entry for entry in pending if entry[0] > shown_seq]
+        for _, at, origin in (entry for entry in pending if entry[0] <= shown_seq):
+            self._measure(at, origin)
+        if rest:
+            self._accepted[alert_id] = rest
+        else:
+            del self._accepted[alert_id]
+
+    def _measure(self, accepted_at: float, origin: Origin | None) -> None:
+        traffic = origin.traffic if origin is not None else "live"
+        if origin is not None and origin.alert_ms is not None:
+            self.metrics.delivery_latency(max(0.0, self.clock.wall() - origin.alert_ms / 1000), traffic)
+        else:
+            self.metrics.delivery_latency(self.clock.now() - accepted_at, traffic)
+        if origin is not None and origin.trigger_ms is not None:
+            self.metrics.end_to_end(max(0.0, self.clock.wall() - origin.trigger_ms / 1000), traffic)
+
+
+class Executor:
+    def __init__(
+        self,
+        gateway: SlackGateway,
+        ledger: Ledger,
+        records: Records,
+        *,
+        policy: DeliveryPolicy,
+        clock: Clock,
+        metrics: NotifyMetrics,
+        latencies: Latencies,
+        mention: str | None,
+    ) -> None:
+        self.gateway = gateway
+        self.ledger = ledger
+        self.records = records
+        self.policy = policy
+        self.clock = clock
+        self.metrics = metrics
+        self.latencies = latencies
+        self.mention = mention
+
+    async def save(self, key: str, *, durable: bool) -> None:
+        record = self.records.get(key)
+        if record is None:
+            return  # forgotten meanwhile (partition revoked): its new owner has the ledger
+        if durable:
+            await self.ledger.put_durable(key, record.to_entry())
+        else:
+            await self.ledger.put(key, record.to_entry())
+
+    # --- alerts --------------------------------------------------------------------------------
+
+    async def alert_step(self, ch: ChannelState, rec: AlertRecord, call: NextCall) -> Outcome:
+        """Make the call `call` names for lifecycle `rec`; raises SlackCallError if Slack refused."""
+        if call.action == POST:
+            return await self._post_alert(ch, rec)
+        if call.action == EDIT:
+            return await self._edit_alert(rec)
+        return await self._reply(ch, rec, call.action)
+
+    async def _post_alert(self, ch: ChannelState, rec: AlertRecord) -> Outcome:
+        key = rec.alert_id
+        if rec.intent == POST:
+            found = await self._find(ch, rec.channel_id or ch.channel_id, key, rec.intent_at, None)
+            if found is not None:
+                log.info("adopting earlier post %s for alert %s", found, key)
+                rec.ts, rec.channel_id = found, rec.channel_id or ch.channel_id
+                rec.intent, rec.shown_seq, rec.shown_fp = None, 0, None
+                self._set_timers(key, edit_due=float("-inf"))
+                await self.save(key, durable=True)
+                return "adopted"
+        sent = rec.latest
+        message = self.alert_message(rec)
+        rec.intent, rec.intent_at = POST, self.clock.wall()
+        await self.save(key, durable=True)
+        posted: Posted = await self._call(
+            "chat.postMessage", self.gateway.post(rec.channel, message, key=key)
+        )
+        rec.ts, rec.channel_id, ch.channel_id = posted.ts, posted.channel_id, posted.channel_id
+        rec.shown_seq, rec.shown_fp, rec.intent = sent.seq, message.fingerprint(), None
+        rec.owed = [k for k in rec.owed if reply_seq(k) > sent.seq]
+        self._set_timers(key, post_due=None)
+        await self.save(key, durable=False)  # the durable intent covers a crash before this lands
+        self.latencies.shown(key, sent.seq)
+        return "sent"
+
+    async def _edit_alert(self, rec: AlertRecord) -> Outcome:
+        sent = rec.latest
+        message = self.alert_message(rec)
+        outcome: Outcome = "local"
+        if message.fingerprint() != rec.shown_fp:
+            assert rec.ts is not None and rec.channel_id is not None
+            await self._call("chat.update", self.gateway.update(rec.channel_id, rec.ts, message))
+            outcome = "sent"
+        rec.shown_seq, rec.shown_fp = sent.seq, message.fingerprint()
+        self._set_timers(rec.alert_id, edit_due=None)
+        await self.save(rec.alert_id, durable=False)
+        self.latencies.shown(rec.alert_id, sent.seq)
+        return outcome
+
+    async def _reply(self, ch: ChannelState, rec: AlertRecord, owed: str) -> Outcome:
+        """Post the owed thread reply `owed` (escalation or resolution) under the lifecycle's message."""
+        key, thread_key = rec.alert_id, f"{rec.alert_id}:{owed}"
+        assert rec.ts is not None
+        if rec.intent == owed:
+            found = await self._find(ch, rec.channel_id, thread_key, rec.intent_at, rec.ts)
+            if found is not None:
+                rec.owed.remove(owed)
+                rec.intent = None
+                await self.save(key, durable=True)
+                return "adopted"
+        broadcast = owed.startswith(f"{RESOLUTION}:")
+        message = (
+            render_resolution(rec.latest)
+            if broadcast
+            else render_escalation(rec.latest, mention=self.mention)
+        )
+        rec.intent, rec.intent_at = owed, self.clock.wall()
+        await self.save(key, durable=True)
+        await self._call(
+            "chat.postMessage",
+            self.gateway.post(
+                rec.channel_id or rec.channel, message, key=thread_key, thread_ts=rec.ts, broadcast=broadcast
+            ),
+        )
+        rec.owed.remove(owed)
+        rec.intent = None
+        await self.save(key, durable=False)
+        return "sent"
+
+    def alert_message(self, rec: AlertRecord) -> SlackMessage:
+        message = render_alert(rec.latest, mention=self.mention)
+        return SlackMessage(text=message.text, plain=message.plain) if rec.text_only else message
+
+    def _set_timers(self, key: str, **changes: float | None) -> None:
+        self.records.timers[key] = replace(self.records.timers_of(key), **changes)
+
+    # --- digests -------------------------------------------------------------------------------
+
+    def digest_message(self, digest: DigestRecord) -> SlackMessage:
+        return render_digest(self.records.digest_members(digest), mention=self.mention)
+
+    async def digest_step(self, ch: ChannelState, digest: DigestRecord) -> Outcome:
+        """Post the storm digest, or edit it to list its members' newest states."""
+        key = digest.digest_id
+        message = self.digest_message(digest)
+        members = list(digest.members)
+        outcome: Outcome = "local"
+        if digest.ts is None:
+            if digest.intent == POST:
+                found = await self._find(ch, digest.channel_id or ch.channel_id, key, digest.intent_at, None)
+                if found is not None:
+                    digest.ts, digest.channel_id = found, ch.channel_id
+                    digest.intent, digest.shown_fp = None, None
+                    await self.save(key, durable=True)
+                    return "adopted"
+            digest.intent, digest.intent_at = POST, self.clock.wall()
+            await self.save(key, durable=True)
+            posted: Posted = await self._call(
+                "chat.postMessage", self.gateway.post(digest.channel, message, key=key)
+            )
+            digest.ts, digest.channel_id, ch.channel_id = posted.ts, posted.channel_id, posted.channel_id
+            digest.intent = None
+            outcome = "sent"
+        elif message.fingerprint() != digest.shown_fp:
+            assert digest.channel_id is not None
+            await self._call("chat.update", self.gateway.update(digest.channel_id, digest.ts, message))
+            outcome = "sent"
+        digest.shown_fp = message.fingerprint()
+        await self.save(key, durable=False)
+        for member in members:
+            rec = self.records.alerts.get(member)
+            if rec is not None:
+                self.latencies.shown(member, rec.latest.seq)
+        return outcome
+
+    # --- after a refusal -----------------------------------------------------------------------
+
+    async def refused(self, key: str) -> None:
+        """Slack answered with an error: the call did not take effect, no need to look for it later."""
+        record = self.records.get(key)
+        if record is not None and record.intent is not None:
+            record.intent = None
+            await self.save(key, durable=False)
+
+    async def message_gone(self, rec: AlertRecord) -> None:
+        """Someone deleted the lifecycle's message: post it again (with no replies owed)."""
+        rec.ts, rec.shown_seq, rec.shown_fp, rec.owed = None, 0, None, []
+        await self.save(rec.alert_id, durable=False)
+
+    async def text_only(self, rec: AlertRecord) -> None:
+        """Slack rejected our blocks: send the fallback text from now on."""
+        rec.text_only = True
+        await self.save(rec.alert_id, durable=False)
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    async def _call(self, method: str, call: Any) -> Any:
+        try:
+            result = await call
+        except SlackCallError as exc:
+            self.metrics.slack_call(method, exc.kind)
+            raise
+        self.metrics.slack_call(method, "ok")
+        return result
+
+    async def _find(
+        self, ch: ChannelState, channel_id: str | None, key: str, since: float | None, thread_ts: str | None
+    ) -> str | None:
+        """Look for a post that may have landed; give up (post again) if we may not read history."""
+        if channel_id is None:
+            channel_id = ch.channel_id = await self._resolve_channel(ch)
+        if channel_id is None:
+            return None
+        oldest = (since or self.clock.wall()) - self.policy.find_margin_s
+        method = "conversations.replies" if thread_ts else "conversations.history"
+        try:
+            found = await self.gateway.find(channel_id, key, oldest=oldest, thread_ts=thread_ts)
+        except SlackCallError as exc:
+            self.metrics.slack_call(method, exc.kind)
+            if exc.kind in ("rate_limited", "transient"):
+                raise
+            log.warning(
+                "cannot search %s for an earlier post of %s (%s): posting again", channel_id, key, exc.error
+            )
+            return None
+        self.metrics.slack_call(method, "ok")
+        return found
+
+    async def _resolve_channel(self, ch: ChannelState) -> str | None:
+        try:
+            found = await self.gateway.channel_id(ch.name)
+        except SlackCallError as exc:
+            self.metrics.slack_call("conversations.list", exc.kind)
+            if exc.kind in ("rate_limited", "transient"):
+                raise
+            log.warning("cannot look up the id of %s (%s): posting again", ch.name, exc.error)
+            return None
+        self.metrics.slack_call("conversations.list", "ok")
+        return found

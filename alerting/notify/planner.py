@@ -1,0 +1,126 @@
+"""Planner: what a lifecycle's ledger state and an incoming alert event ask Slack to do next.
+
+Pure: no I/O, no asyncio, no clock reading; the time (monotonic seconds) is passed in. The
+delivery shell applies a `Plan` to the record and asks `next_call` which Slack call is owed.
+
+A lifecycle's calls, in order of priority: post the message (a held-back warning waits until its
+`post_due`), post an owed escalation reply, edit the message (batched until `edit_due`), post
+the other owed replies (resolution). A lifecycle grouped into a storm digest or first seen
+already resolved makes no call of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from alerting.engine.rules import is_escalation
+from alerting.notify.ledger import AlertRecord
+from alerting.notify.policy import DeliveryPolicy
+from schemas.alerts import AlertEvent
+
+POST = "post"
+EDIT = "edit"
+ESCALATION = "escalation"
+RESOLUTION = "resolution"
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """A lifecycle's due times kept in memory only (not in the ledger)."""
+
+    post_due: float | None = None  # a held-back warning is posted then
+    edit_due: float | None = None  # pending edits are batched into one chat.update then
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one accepted event changes in its lifecycle."""
+
+    timers: Timers
+    silent: bool = False  # never to be shown
+    join_digest: bool = False  # a new lifecycle inside a storm: grouped into the channel's digest
+    refresh_digest: bool = False  # the lifecycle lives in a digest: the digest is to be re-rendered
+    owe: str | None = None  # a thread reply now owed, e.g. "escalation:3"
+
+
+@dataclass(frozen=True, slots=True)
+class NextCall:
+    """The Slack call a lifecycle is owed and from when (-inf: at once)."""
+
+    action: str  # POST, EDIT or an owed reply key such as "resolution:4"
+    due: float
+
+
+def reply_key(kind: str, seq: int) -> str:
+    return f"{kind}:{seq}"
+
+
+def reply_seq(key: str) -> int:
+    """The seq of the event that made a reply owed (0 if the key carries none)."""
+    try:
+        return int(key.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def is_duplicate(rec: AlertRecord | None, alert: AlertEvent) -> bool:
+    """Events at or below the newest accepted seq of their lifecycle are dropped."""
+    return rec is not None and alert.seq <= rec.latest.seq
+
+
+def plan_first(alert: AlertEvent, *, in_storm: bool, now: float, policy: DeliveryPolicy) -> Plan:
+    """The first event of a lifecycle: post it (a warning perhaps held back), group it, or stay silent."""
+    if alert.action == "resolved":
+        return Plan(Timers(), silent=True)  # never shown, already over
+    if in_storm:
+        return Plan(Timers(), join_digest=True)
+    hold = policy.warning_hold_s if alert.severity == "warning" else 0.0
+    return Plan(Timers(post_due=now + hold if hold > 0 else None))
+
+
+def plan_next(
+    rec: AlertRecord, alert: AlertEvent, timers: Timers, *, now: float, policy: DeliveryPolicy
+) -> Plan:
+    """A later event of a lifecycle whose record still holds the previous event as `latest`."""
+    if rec.digest is not None:
+        return Plan(timers, refresh_digest=True)
+    held = rec.ts is None and rec.intent is None and (timers.post_due or -math.inf) > now
+    if held:
+        if alert.action == "resolved":
+            return Plan(replace(timers, post_due=None), silent=True)  # cleared while held back
+        if alert.severity == "critical":
+            return Plan(replace(timers, post_due=now))
+        return Plan(timers)
+    if rec.silent:
+        return Plan(timers)
+    on_slack = rec.ts is not None or rec.intent == POST
+    if alert.action == "resolved":
+        wanted = (alert.outcome or "") in policy.resolution_reply_outcomes
+        owe = reply_key(RESOLUTION, alert.seq) if on_slack and wanted else None
+        return Plan(replace(timers, edit_due=now), owe=owe)
+    if is_escalation(alert, rec.latest):
+        owe = reply_key(ESCALATION, alert.seq) if on_slack else None
+        return Plan(replace(timers, edit_due=now), owe=owe)
+    edit_due = timers.edit_due if timers.edit_due is not None else now + policy.edit_delay_s
+    return Plan(replace(timers, edit_due=edit_due))
+
+
+def next_call(rec: AlertRecord, timers: Timers) -> NextCall | None:
+    """The one Slack call this lifecycle needs next (None: Slack shows what it should)."""
+    if rec.digest is not None or rec.silent:
+        return None
+    if rec.ts is None:
+        return NextCall(POST, _or_now(timers.post_due))
+    for key in rec.owed:
+        if key.startswith(f"{ESCALATION}:"):
+            return NextCall(key, -math.inf)
+    if rec.shown_seq < rec.latest.seq:
+        return NextCall(EDIT, _or_now(timers.edit_due))
+    if rec.owed:
+        return NextCall(rec.owed[0], -math.inf)
+    return None
+
+
+def _or_now(due: float | None) -> float:
+    return -math.inf if due is None else due

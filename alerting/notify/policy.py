@@ -1,0 +1,24 @@
+"""The notifier's tunables, shared by the planner, the scheduler and the executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    min_interval_s: float = 1.0  # Slack: about one message per second per channel
+    edit_delay_s: float = 15.0  # edits of one message within this delay become one chat.update
+    digest_edit_delay_s: float = 5.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    permanent_retry_s: float = 60.0
+    storm_threshold: int = 10
+    storm_window_s: float = 120.0
+    critical_mention: str | None = None  # user group id (S0123ABC)
+    find_margin_s: float = 120.0  # look this far before an uncertain post for its landing
+    # A lifecycle raised as a warning is posted only once it has lasted this long (or escalates);
+    # one that clears sooner is never shown. 0 = post at once. Held-back time is not persisted.
+    warning_hold_s: float = 0.0
+    # Outcomes that get the broadcast thread reply (the message itself is always edited).
+    resolution_reply_outcomes: frozenset[str] = frozenset({"released", "cleared", "cancelled"})
