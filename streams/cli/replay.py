@@ -6,10 +6,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.cli.argtypes import integer, number
 from streams.settings import Settings
+
+if TYPE_CHECKING:  # the replay modules are imported when the command runs (fast --help)
+    from streams.replay.plan import ReplayTopics
+    from streams.replay.publish import Sender
 
 
 def parse_speed(text: str) -> float | None:
@@ -98,24 +102,9 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from kafka.errors import KafkaError
-
-    from streams.kafka.admin import co_partitioning_problems, ensure_topics
-    from streams.kafka.config import KafkaConfigError, admin_client, kafka_python_config
-    from streams.kafka.topics import control_topic
-    from streams.replay.plan import (
-        ReplayTopics,
-        log_items,
-        plan_replay,
-        seq_base_now,
-    )
-    from streams.replay.publish import (
-        KafkaPythonSender,
-        ReplayError,
-        ReplayOptions,
-        kafka_barrier,
-        run_replay,
-    )
+    from streams.kafka.config import KafkaConfigError, kafka_python_config
+    from streams.replay.plan import ReplayTopics
+    from streams.replay.publish import KafkaPythonSender
 
     missing = [str(path) for path in args.logs if not path.is_file()]
     if missing:
@@ -128,7 +117,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (ValueError, KafkaConfigError) as exc:
         _say(f"holdwatch replay: {exc}")
         return 2
-    bootstrap = config["bootstrap_servers"]
+    failed = _prepare_topics(settings, config)
+    if failed is not None:
+        return failed
+    try:
+        sender = KafkaPythonSender.create(config)
+    except Exception as exc:  # noqa: BLE001 - unreachable broker, bad credentials: said plainly
+        _say(f"holdwatch replay: cannot connect a producer to {config['bootstrap_servers']}: "
+             f"{type(exc).__name__}: {exc}")  # fmt: skip
+        return 1
+    try:
+        return _publish(args, settings, config, topics, sender)
+    finally:
+        sender.close()
+
+
+def _prepare_topics(settings: Settings, config: dict[str, Any]) -> int | None:
+    """Create missing topics and check co-partitioning; an exit code if replay cannot go on."""
+    from streams.kafka.admin import co_partitioning_problems, ensure_topics
+    from streams.kafka.config import admin_client
 
     def admin(settings: Settings) -> Any:
         return admin_client(config, client_id="holdwatch-replay", bootstrap_timeout_ms=10_000)
@@ -137,23 +144,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         results = ensure_topics(settings, admin_factory=admin)
     except Exception as exc:  # noqa: BLE001 - a broker problem is reported, not a traceback
         _say(
-            f"holdwatch replay: cannot prepare the topics on {bootstrap} (is the broker running and "
-            f"reachable?): {type(exc).__name__}: {exc}"
+            f"holdwatch replay: cannot prepare the topics on {config['bootstrap_servers']} (is the "
+            f"broker running and reachable?): {type(exc).__name__}: {exc}"
         )
         return 1
     problems = co_partitioning_problems(results)
     for problem in problems:
         _say(f"holdwatch replay: {problem}")
-    if problems:
-        return 1
-    try:
-        sender = KafkaPythonSender.create(config)
-    except Exception as exc:  # noqa: BLE001 - unreachable broker, bad credentials: said plainly
-        _say(f"holdwatch replay: cannot connect a producer to {bootstrap}: {type(exc).__name__}: {exc}")
-        return 1
+    return 1 if problems else None
+
+
+def _publish(
+    args: argparse.Namespace, settings: Settings, config: dict[str, Any], topics: ReplayTopics, sender: Sender
+) -> int:
+    """Plan the logs, send them (paced, behind the CARM barrier) and report; the exit code."""
+    from kafka.errors import KafkaError
+
+    from streams.kafka.topics import control_topic
+    from streams.replay.plan import log_items, plan_replay, seq_base_now
+    from streams.replay.publish import ReplayError, ReplayOptions, kafka_barrier, run_replay
+
     options = ReplayOptions(speed=args.speed, tick_every=args.tick_every, carm_barrier=args.carm_barrier)
     speed = "max" if args.speed is None else f"{args.speed:g}x real time"
-    _say(f"replay: {len(args.logs)} log(s) to {bootstrap}, speed {speed}, tick every {args.tick_every}")
+    _say(f"replay: {len(args.logs)} log(s) to {config['bootstrap_servers']}, speed {speed}, "
+         f"tick every {args.tick_every}")  # fmt: skip
     actions = plan_replay(
         log_items(args.logs),
         topics,
@@ -175,7 +189,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, EOFError, UnicodeDecodeError) as exc:  # a truncated .gz, a file that is not UTF-8
         _say(f"holdwatch replay: cannot read the log: {type(exc).__name__}: {exc}")
         return 1
-    finally:
-        sender.close()
     _say(report.summary())
     return 130 if report.interrupted else 0
