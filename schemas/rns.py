@@ -1,4 +1,7 @@
-"""Topic `rns.events` (key: ccn): Release Notification System messages."""
+"""Topic `rns.events` (key: ccn): Release Notification System messages.
+
+The wire shape only: what each processing indicator means is a rule (alerting/engine/rules.py).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,6 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from schemas.common import BrokerCode, Ccn, EventEnvelope, OfficeCode, ShortText, TransactionNumber
-
-KNOWN_INDICATORS: dict[int, str] = {
-    1: "message content accepted",
-    2: "message content rejected",
-    4: "goods released",
-    5: "goods required for examination",
-    8: "goods may move, detain at destination (CFIA)",
-    9: "declaration accepted, awaiting arrival of goods",
-    14: "error message",
-    23: "authorised to deliver (CSA shipment)",
-    34: "transaction awaiting processing",
-}
-"""RNS processing indicators the rules know; any other integer is kept and shown only."""
 
 
 class RnsStatus(EventEnvelope):

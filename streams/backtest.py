@@ -13,15 +13,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from alerting.engine.config import Thresholds
+from alerting.engine.ingest import ingest
 from alerting.engine.runner import EventTimeRunner
 from alerting.engine.state import ShipmentState
 from schemas.alerts import AlertEvent
-from schemas.carm import CarmSnapshot
 from schemas.decode import Decoded, Rejected, TopicKind, decode_parsed
 from schemas.eventlog import BadLine, read_log
 
@@ -146,27 +146,16 @@ class Backtest:
 
     def feed(self, decoded: Decoded, timestamp_ms: int | None) -> None:
         report = self.report
-        runner = self.runner
-        event = decoded.event
-        before = runner.duplicates
-        if event is None:  # CARM tombstone: no body, its record timestamp is its time
-            if timestamp_ms is not None:
-                at = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
-            else:
-                at = runner.clock or datetime.fromtimestamp(0, tz=UTC)
-            alerts = runner.on_carm(decoded.key, None, at)
-        elif isinstance(event, CarmSnapshot):
-            alerts = runner.on_carm(event.importer_bn, event, event.occurred_at)
-        else:
-            alerts = runner.on_shipment_event(event)
-        if runner.duplicates != before:
+        done = ingest(self.runner, decoded, timestamp_ms)
+        if done.duplicate:
             report.duplicates += 1
         else:
             report.events += 1
+            event = decoded.event
             if event is not None and report.first_event is None:
                 report.first_event = event.occurred_at
-        if alerts:
-            self._emit(alerts)
+        if done.alerts:
+            self._emit(done.alerts)
 
     def finish(self, until: datetime | None) -> BacktestReport:
         self._emit(self.runner.finish(until))

@@ -1,8 +1,14 @@
-"""Builders for engine tests: terse events on a fixed timeline (minutes from T0)."""
+"""Builders for engine tests: terse events on a fixed timeline (minutes from T0).
+
+Event ids are derived from the content (type, CCN or BN, time and body), so they do not
+depend on which tests ran before: the same builder call gives the same id, and an event
+with the same content is a duplicate (pass `eid` to make a distinct copy).
+"""
 
 from __future__ import annotations
 
-import itertools
+import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,15 +19,22 @@ from schemas.rns import RnsStatus
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 BN = "123456789RM0001"
 BROKER = "BRK1"
-_ids = itertools.count(1)
 
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def _common(t: float, eid: str | None) -> dict[str, Any]:
-    return {"event_id": eid or f"e{next(_ids)}", "occurred_at": at(t), "schema_version": 1}
+def content_id(prefix: str, content: dict[str, Any]) -> str:
+    """A stable id from the content: `prefix` + a digest of the canonical JSON."""
+    canonical = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return f"{prefix}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+
+def _with_id(body: dict[str, Any], t: float, eid: str | None) -> dict[str, Any]:
+    common = {"occurred_at": at(t), "schema_version": 1}
+    content = {**common, **body}
+    return {**content, "event_id": eid or content_id("e", content)}
 
 
 def reported(
@@ -35,61 +48,53 @@ def reported(
     eid: str | None = None,
     team: str | None = "east",
 ) -> CargoReported:
-    return CargoReported.model_validate(
-        {
-            **_common(t, eid),
-            "event_type": "cargo_reported",
-            "ccn": ccn,
-            "carrier_code": ccn[:4],
-            "trip_number": "T1",
-            "load_ref": f"LOAD-{ccn}",
-            "port_of_entry": "0427",
-            "eta": at(eta),
-            "importer_bn": bn,
-            "importer_name": "Maple Imports Ltd",
-            "shipper_name": "Ohio Widgets",
-            "broker_code": broker,
-            "broker_name": "Border Brokers" if broker else None,
-            "release_mode": mode,
-            "dispatch_team": team,
-        },
-        strict=False,
-    )
+    body = {
+        "event_type": "cargo_reported",
+        "ccn": ccn,
+        "carrier_code": ccn[:4],
+        "trip_number": "T1",
+        "load_ref": f"LOAD-{ccn}",
+        "port_of_entry": "0427",
+        "eta": at(eta),
+        "importer_bn": bn,
+        "importer_name": "Maple Imports Ltd",
+        "shipper_name": "Ohio Widgets",
+        "broker_code": broker,
+        "broker_name": "Border Brokers" if broker else None,
+        "release_mode": mode,
+        "dispatch_team": team,
+    }
+    return CargoReported.model_validate(_with_id(body, t, eid), strict=False)
 
 
 def accepted(t: float, *, ccn: str = "ABCD100", eid: str | None = None) -> CargoAccepted:
-    return CargoAccepted.model_validate(
-        {**_common(t, eid), "event_type": "cargo_accepted", "ccn": ccn}, strict=False
-    )
+    body = {"event_type": "cargo_accepted", "ccn": ccn}
+    return CargoAccepted.model_validate(_with_id(body, t, eid), strict=False)
 
 
-def rejected(t: float, *, ccn: str = "ABCD100") -> CargoRejected:
-    return CargoRejected.model_validate(
-        {**_common(t, None), "event_type": "cargo_rejected", "ccn": ccn, "reason": "bad weight"}, strict=False
-    )
+def rejected(t: float, *, ccn: str = "ABCD100", eid: str | None = None) -> CargoRejected:
+    body = {"event_type": "cargo_rejected", "ccn": ccn, "reason": "bad weight"}
+    return CargoRejected.model_validate(_with_id(body, t, eid), strict=False)
 
 
-def eta_updated(t: float, eta: float, *, ccn: str = "ABCD100") -> EtaUpdated:
-    return EtaUpdated.model_validate(
-        {**_common(t, None), "event_type": "eta_updated", "ccn": ccn, "eta": at(eta)}, strict=False
-    )
+def eta_updated(t: float, eta: float, *, ccn: str = "ABCD100", eid: str | None = None) -> EtaUpdated:
+    body = {"event_type": "eta_updated", "ccn": ccn, "eta": at(eta)}
+    return EtaUpdated.model_validate(_with_id(body, t, eid), strict=False)
 
 
 def notice(t: float, kind: str, *, ccn: str = "ABCD100", eid: str | None = None) -> Notice:
-    return Notice.model_validate(
-        {**_common(t, eid), "event_type": "notice", "ccn": ccn, "notice": kind}, strict=False
-    )
+    body = {"event_type": "notice", "ccn": ccn, "notice": kind}
+    return Notice.model_validate(_with_id(body, t, eid), strict=False)
 
 
 def rns(t: float, indicator: int, *, ccn: str = "ABCD100", eid: str | None = None) -> RnsStatus:
-    return RnsStatus.model_validate(
-        {**_common(t, eid), "event_type": "rns_status", "ccn": ccn, "processing_indicator": indicator},
-        strict=False,
-    )
+    body = {"event_type": "rns_status", "ccn": ccn, "processing_indicator": indicator}
+    return RnsStatus.model_validate(_with_id(body, t, eid), strict=False)
 
 
-def cancelled(t: float, *, ccn: str = "ABCD100") -> Cancelled:
-    return Cancelled.model_validate({**_common(t, None), "event_type": "cancelled", "ccn": ccn}, strict=False)
+def cancelled(t: float, *, ccn: str = "ABCD100", eid: str | None = None) -> Cancelled:
+    body = {"event_type": "cancelled", "ccn": ccn}
+    return Cancelled.model_validate(_with_id(body, t, eid), strict=False)
 
 
 def carm(
@@ -106,8 +111,19 @@ def carm(
     eid: str | None = None,
 ) -> CarmSnapshot:
     dels = delegations if delegations is not None else [(BROKER, "business_management", True)]
+    content = {
+        "t": t,
+        "bn": bn,
+        "registered": registered,
+        "linked": linked,
+        "delegations": dels,
+        "rpp": rpp,
+        "security": security,
+        "highest": highest,
+        "last_login": last_login,
+    }
     return CarmSnapshot(
-        event_id=eid or f"c{next(_ids)}",
+        event_id=eid or content_id("c", content),
         occurred_at=at(t),
         schema_version=1,
         event_type="carm_snapshot",

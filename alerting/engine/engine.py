@@ -7,6 +7,9 @@ it per event would dominate the cost); nothing else is touched.
 Time (rules.md): an event is evaluated at `now = max(occurred_at, last evaluation)`.
 Before that, every deadline of the shipment earlier than `now` fires, each evaluated
 on the state as of its own instant and stamped with it.
+
+What an indicator, a notice or a deadline means is read from rules.py; this module
+only applies it. `cache` is the driver's `rules.ReadinessCache` (optional: a speed-up).
 """
 
 from __future__ import annotations
@@ -29,18 +32,7 @@ from schemas.emanifest import (
     EtaUpdated,
     Notice,
 )
-from schemas.rns import KNOWN_INDICATORS, RnsStatus
-
-LINKING_INDICATORS = frozenset({9, 34, 4, 8, 23})
-RELEASING_INDICATORS = frozenset({4, 8, 23})
-EXAMINATION_INDICATOR = 5
-RELEASING_NOTICES = frozenset({"released", "authorized_to_deliver"})
-ARRIVAL_NOTICES = frozenset({"reported", "arrived"})
-_LINK_BY_NOTICE: dict[str, Literal["linked", "not_matched", "not_on_file"]] = {
-    "matched": "linked",
-    "not_matched": "not_matched",
-    "document_not_on_file": "not_on_file",
-}
+from schemas.rns import RnsStatus
 
 Trigger = Literal["event", "deadline", "carm"]
 
@@ -51,19 +43,7 @@ def next_deadline(s: ShipmentState, th: Thresholds) -> datetime | None:
         return None
     last = s.last_eval
     best: datetime | None = None
-    eta = s.eta
-    if eta is not None:
-        # ETA-120 < ETA-60 < ETA-30 with the default thresholds, but they are settings: check all.
-        for before in (
-            th.pars_warning_before_eta,
-            th.emanifest_deadline_before_eta,
-            th.pars_critical_before_eta,
-        ):
-            instant = eta - before
-            if (last is None or instant > last) and (best is None or instant < best):
-                best = instant
-    if s.arrived_at is not None:
-        instant = s.arrived_at + th.release_grace_after_arrival
+    for instant in rules.deadline_instants(s, th):
         if (last is None or instant > last) and (best is None or instant < best):
             best = instant
     return best
@@ -76,7 +56,7 @@ def _alert(
     th: Thresholds,
     action: Literal["raised", "updated", "resolved"],
     active: dict[str, rules.Severity],
-    previous: Literal["warning", "critical"] | None,
+    previous: rules.Severity | None,
     trigger: Trigger,
     outcome: Literal["released", "cancelled", "cleared"] | None = None,
 ) -> AlertEvent:
@@ -115,17 +95,20 @@ def _alert(
 
 
 def evaluate(
-    s: ShipmentState, carm: CarmSnapshot | None, now: datetime, th: Thresholds, trigger: Trigger
+    s: ShipmentState,
+    carm: CarmSnapshot | None,
+    now: datetime,
+    th: Thresholds,
+    trigger: Trigger,
+    cache: rules.ReadinessCache | None = None,
 ) -> list[AlertEvent]:
     """Evaluate the rules at `now` and emit the lifecycle step, if any."""
     s.last_eval = now
     if s.closed is not None:
         return _close(s, carm, now, th, s.closed, trigger)
-    active = rules.active_reasons(s, carm, now, th)
+    active = rules.active_reasons(s, carm, now, th, cache)
     new_reasons = tuple(sorted(active))
-    new_severity: Literal["warning", "critical"] | None = None
-    if active:
-        new_severity = rules.CRITICAL if rules.CRITICAL in active.values() else rules.WARNING
+    new_severity = rules.aggregate_severity(active)
     old_reasons, old_severity = s.reasons, s.severity
     if new_reasons == old_reasons and new_severity == old_severity:
         return []
@@ -162,7 +145,13 @@ def _close(
 
 
 def fire_deadlines(
-    s: ShipmentState, carm: CarmSnapshot | None, until: datetime, th: Thresholds, *, inclusive: bool
+    s: ShipmentState,
+    carm: CarmSnapshot | None,
+    until: datetime,
+    th: Thresholds,
+    *,
+    inclusive: bool,
+    cache: rules.ReadinessCache | None = None,
 ) -> list[AlertEvent]:
     """Fire every deadline before `until` (or at it, if inclusive), each at its own instant."""
     out: list[AlertEvent] = []
@@ -170,7 +159,7 @@ def fire_deadlines(
         due = next_deadline(s, th)
         if due is None or due > until or (due == until and not inclusive):
             return out
-        out += evaluate(s, carm, due, th, "deadline")
+        out += evaluate(s, carm, due, th, "deadline", cache)
 
 
 def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None:
@@ -178,28 +167,28 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
     if isinstance(event, RnsStatus):
         indicator = event.processing_indicator
         s.last_rns_raw = indicator
-        if indicator in KNOWN_INDICATORS:
+        if indicator in rules.KNOWN_INDICATORS:
             s.latest_rns = indicator
-        if indicator in LINKING_INDICATORS:
+        if indicator in rules.LINKING_INDICATORS:
             s.link = "linked"
-        if indicator == EXAMINATION_INDICATOR:
+        if indicator == rules.EXAMINATION_INDICATOR:
             s.held = True
             s.held_at = s.held_at or when
-        if indicator in RELEASING_INDICATORS:
+        if indicator in rules.RELEASING_INDICATORS:
             s.closed = "released"
             s.released_at = when
     elif isinstance(event, Notice):
         kind = event.notice
-        link = _LINK_BY_NOTICE.get(kind)
+        link = rules.LINK_BY_NOTICE.get(kind)
         if link is not None:
             s.link = link
-        elif kind in ARRIVAL_NOTICES:
+        elif kind in rules.ARRIVAL_NOTICES:
             if s.arrived_at is None:
                 s.arrived_at = event.occurred_at
-        elif kind in RELEASING_NOTICES:
+        elif kind in rules.RELEASING_NOTICES:
             s.closed = "released"
             s.released_at = when
-        elif kind == "held":
+        elif kind == rules.EXAMINATION_NOTICE:
             s.held = True
             s.held_at = s.held_at or when
     elif isinstance(event, CargoReported):
@@ -233,7 +222,11 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
 
 
 def on_event(
-    s: ShipmentState | None, event: ShipmentEvent, carm: CarmSnapshot | None, th: Thresholds
+    s: ShipmentState | None,
+    event: ShipmentEvent,
+    carm: CarmSnapshot | None,
+    th: Thresholds,
+    cache: rules.ReadinessCache | None = None,
 ) -> tuple[ShipmentState, list[AlertEvent]]:
     """Apply one eManifest/RNS event.
 
@@ -255,7 +248,7 @@ def on_event(
         return s, []
     s.seen_ids.add(event.event_id)
     now = event.occurred_at if s.last_eval is None or event.occurred_at > s.last_eval else s.last_eval
-    out = fire_deadlines(s, carm, now, th, inclusive=False) if s.known else []
+    out = fire_deadlines(s, carm, now, th, inclusive=False, cache=cache) if s.known else []
     if not s.known:
         # First cargo_reported: apply it, then what arrived before it, and evaluate once.
         pending, s.pending = s.pending, []
@@ -266,7 +259,7 @@ def on_event(
             _apply_facts(s, early, now)
     else:
         _apply_facts(s, event, now)
-    out += evaluate(s, carm, now, th, "event")
+    out += evaluate(s, carm, now, th, "event", cache)
     return s, out
 
 
@@ -276,6 +269,7 @@ def on_carm_change(
     new: CarmSnapshot | None,
     at: datetime,
     th: Thresholds,
+    cache: rules.ReadinessCache | None = None,
 ) -> list[AlertEvent]:
     """Re-evaluate an open shipment when its importer's CARM record changes at `at`.
 
@@ -284,20 +278,12 @@ def on_carm_change(
     if not s.known or s.closed is not None:
         return []
     now = at if s.last_eval is None or at > s.last_eval else s.last_eval
-    out = fire_deadlines(s, old, now, th, inclusive=False)
-    out += evaluate(s, new, now, th, "carm")
+    out = fire_deadlines(s, old, now, th, inclusive=False, cache=cache)
+    out += evaluate(s, new, now, th, "carm", cache)
     return out
 
 
-def advance(
-    s: ShipmentState, carm: CarmSnapshot | None, until: datetime, th: Thresholds, *, inclusive: bool = True
-) -> list[AlertEvent]:
-    """The clock passed `until`: fire the deadlines due by then."""
-    return fire_deadlines(s, carm, until, th, inclusive=inclusive)
-
-
 __all__: Sequence[str] = (
-    "advance",
     "evaluate",
     "fire_deadlines",
     "next_deadline",

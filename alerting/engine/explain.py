@@ -1,19 +1,20 @@
 """Plain-language explanations: for each active reason, what is wrong, whom to call, what to ask.
 
-Texts are plain (no Slack markup); the notifier escapes and formats them.
+Texts are plain (no Slack markup); the notifier escapes and formats them. Every
+duration or amount a sentence names comes from the configured thresholds (or is
+measured), worded by `words_duration` and `words_cad`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from alerting.engine import rules as r
 from alerting.engine.config import Thresholds
 from alerting.engine.state import ShipmentState
 from schemas.alerts import ReasonDetail
 from schemas.carm import CarmSnapshot
-from schemas.rns import KNOWN_INDICATORS
 
 
 def _importer(s: ShipmentState, carm: CarmSnapshot | None) -> str:
@@ -40,15 +41,53 @@ def _broker_contact(s: ShipmentState, carm: CarmSnapshot | None) -> str:
     return f"Broker {_broker(s)}"
 
 
-def _minutes(delta_seconds: float) -> str:
-    minutes = int(delta_seconds // 60)
-    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+def words_duration(delta: timedelta) -> str:
+    """A duration as a dispatcher says it: "45 min", "90 min", "1 h", "2 h 30 min", "36 h", "180 days".
+
+    Whole minutes (rounded down); under two hours in minutes unless a whole hour;
+    from two days on in days (and hours).
+    """
+    seconds = abs(delta.total_seconds())
+    if 0 < seconds < 60:
+        return "less than 1 min"
+    minutes = int(seconds // 60)
+    days, minutes_of_day = divmod(minutes, 24 * 60)
+    if days >= 2:
+        hours = minutes_of_day // 60
+        return f"{days} days {hours} h" if hours else f"{days} days"
+    hours, rest = divmod(minutes, 60)
+    if hours == 0 or (hours < 2 and rest):
+        return f"{minutes} min"
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def words_cad(amount: float) -> str:
+    """An amount in Canadian dollars, to the dollar: "$10,000"."""
+    return f"${amount:,.0f}"
+
+
+def words_share(ratio: float) -> str:
+    """A ratio as a percentage: 0.5 -> "50 %"."""
+    return f"{ratio * 100:g} %"
 
 
 def _eta_phrase(s: ShipmentState, now: datetime) -> str:
     assert s.eta is not None  # the time rules that call this only fire with an ETA
-    left = (s.eta - now).total_seconds()
-    return f"ETA in {_minutes(left)}" if left > 0 else "past the ETA"
+    left = s.eta - now
+    return f"ETA in {words_duration(left)}" if left > timedelta(0) else "past the ETA"
+
+
+def _security_rule(c: CarmSnapshot, th: Thresholds) -> str:
+    """How the required security was computed (mirrors rules.required_security)."""
+    minimum = words_cad(th.minimum_security_cad)
+    if c.highest_monthly_duties_taxes_cad is None:
+        return f"the {minimum} minimum: no duty history"
+    if c.security.kind == "cash":
+        return f"cash: the larger of {minimum} and the highest monthly duties and taxes"
+    return (
+        f"{c.security.kind}: the larger of {minimum} and {words_share(th.surety_ratio)} "
+        "of the highest monthly duties and taxes"
+    )
 
 
 Explainer = Callable[[ShipmentState, CarmSnapshot | None, datetime, Thresholds], tuple[str, str, str]]
@@ -129,8 +168,8 @@ def _security_short(
     posted = r.posted_security(c)
     required = r.required_security(c, th)
     return (
-        f"RPP security posted is ${posted:,.0f} against ${required:,.0f} required "
-        f"({c.security.kind}): CBSA may refuse release before payment.",
+        f"RPP security posted is {words_cad(posted)} against {words_cad(required)} required "
+        f"({_security_rule(c, th)}): CBSA may refuse release before payment.",
         "Ask the importer to raise its surety bond or cash deposit to the required amount, or to prepay.",
         _importer_contact(s, c),
     )
@@ -142,8 +181,8 @@ def _login_dormant(
     assert c is not None and c.last_portal_login_at is not None
     days = (now - c.last_portal_login_at).days
     return (
-        f"Nobody at {_importer(s, c)} has logged in to the CARM Client Portal for {days} days: "
-        "the account may be disabled.",
+        f"Nobody at {_importer(s, c)} has logged in to the CARM Client Portal for {days} days "
+        f"(more than {words_duration(th.login_dormant_after)}): the account may be disabled.",
         "Ask the importer to log in to the CARM Client Portal now and check its delegations.",
         _importer_contact(s, c),
     )
@@ -166,7 +205,7 @@ def _not_accepted(
     when = _eta_phrase(s, now)
     return (
         f"No CBSA acceptance of the eManifest since it was last sent, {when}: it must be on file "
-        "one hour before the truck reaches the port.",
+        f"{words_duration(th.emanifest_deadline_before_eta)} before the truck reaches the port.",
         "Check the eManifest status and resubmit it if needed; hold the driver short of the border if it "
         "cannot be accepted in time.",
         "Your eManifest desk",
@@ -178,7 +217,9 @@ def _pars_not_matched(
 ) -> tuple[str, str, str]:
     when = _eta_phrase(s, now)
     return (
-        f"No release request (PARS) is matched to this CCN yet ({when}).",
+        f"No release request (PARS) is matched to this CCN yet ({when}): it is due "
+        f"{words_duration(th.pars_warning_before_eta)} before the ETA, and critical from "
+        f"{words_duration(th.pars_critical_before_eta)} before it.",
         f"Call {_broker(s)}: confirm they received the documents and filed the PARS under CCN {s.ccn}.",
         _broker_contact(s, c),
     )
@@ -198,7 +239,7 @@ def _pars_not_on_file(
 def _rns_rejected(
     s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
 ) -> tuple[str, str, str]:
-    meaning = KNOWN_INDICATORS.get(s.latest_rns or 0, "rejected")
+    meaning = r.KNOWN_INDICATORS.get(s.latest_rns or 0, "rejected")
     return (
         f"The broker's release transaction was refused (RNS {s.latest_rns}: {meaning}).",
         f"Call {_broker(s)}: ask them to correct and resubmit the declaration.",
@@ -218,9 +259,11 @@ def _not_released(
     s: ShipmentState, c: CarmSnapshot | None, now: datetime, th: Thresholds
 ) -> tuple[str, str, str]:
     assert s.arrived_at is not None
-    waited = (now - s.arrived_at).total_seconds()
+    waited = now - s.arrived_at
+    grace = words_duration(th.release_grace_after_arrival)
     return (
-        f"The truck arrived {_minutes(waited)} ago and the load is still not released.",
+        f"The truck arrived {words_duration(waited)} ago and the load is still not released "
+        f"(expected within {grace} of arrival).",
         f"Call {_broker(s)} for the release status, and the importer if payment or CARM is the cause.",
         _broker_contact(s, c),
     )

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from alerting.engine import engine
 from alerting.engine.config import Thresholds
+from alerting.engine.rules import ReadinessCache
 from alerting.engine.state import ShipmentEvent, ShipmentState
 from schemas.alerts import AlertEvent
 from schemas.carm import CarmSnapshot
@@ -31,6 +32,7 @@ class EventTimeRunner:
     carm: MutableMapping[str, CarmSnapshot] = field(default_factory=dict)
     clock: datetime | None = None
     duplicates: int = 0
+    readiness: ReadinessCache = field(default_factory=ReadinessCache)
     _carm_ids: dict[str, deque[str]] = field(default_factory=dict)
     _open_by_importer: dict[str, set[str]] = field(default_factory=dict)
     _heap: list[tuple[datetime, str]] = field(default_factory=list)
@@ -47,7 +49,9 @@ class EventTimeRunner:
                 continue  # stale entry: the ETA moved or the deadline already fired
             del self._scheduled[ccn]
             s = self.shipments[ccn]
-            out += engine.fire_deadlines(s, self._carm_for(s), due, self.thresholds, inclusive=True)
+            out += engine.fire_deadlines(
+                s, self._carm_for(s), due, self.thresholds, inclusive=True, cache=self.readiness
+            )
             self._after_change(s)
         if self.clock is None or to > self.clock:
             self.clock = to
@@ -69,7 +73,9 @@ class EventTimeRunner:
         out = self.advance(event.occurred_at)
         bn = event.importer_bn if isinstance(event, CargoReported) else (s.importer_bn if s else None)
         old_bn = s.importer_bn if s is not None else None
-        s, alerts = engine.on_event(s, event, self.carm.get(bn) if bn else None, self.thresholds)
+        s, alerts = engine.on_event(
+            s, event, self.carm.get(bn) if bn else None, self.thresholds, self.readiness
+        )
         if old_bn is not None and old_bn != s.importer_bn:
             self._open_by_importer.get(old_bn, set()).discard(s.ccn)
         self._after_change(s)
@@ -91,7 +97,7 @@ class EventTimeRunner:
             self.carm[importer_bn] = snapshot
         for ccn in sorted(self._open_by_importer.get(importer_bn, ())):
             s = self.shipments[ccn]
-            out += engine.on_carm_change(s, old, snapshot, at, self.thresholds)
+            out += engine.on_carm_change(s, old, snapshot, at, self.thresholds, self.readiness)
             self._after_change(s)
         return out
 

@@ -10,7 +10,10 @@ from datetime import timedelta
 
 import pytest
 
+from alerting.engine import rules
+from alerting.engine.config import Thresholds
 from alerting.engine.runner import EventTimeRunner
+from alerting.engine.state import ShipmentState
 from schemas.alerts import AlertEvent
 from schemas.carm import CarmSnapshot
 from tests.enginekit import (
@@ -258,3 +261,68 @@ def test_eta_later_moves_the_deadlines() -> None:
         ("raised", "warning", ["PARS_NOT_MATCHED"], 480, None),
         ("resolved", None, [], 500, "cleared"),
     ]
+
+
+# --- the rule table's pure functions -----------------------------------------------------
+
+
+def _alert(action: str, severity: str | None, previous: str | None) -> AlertEvent:
+    return AlertEvent.model_validate(
+        {
+            "event_id": "ABCD100:1/2",
+            "alert_id": "ABCD100:1",
+            "seq": 2,
+            "ccn": "ABCD100",
+            "action": action,
+            "severity": severity,
+            "previous_severity": previous,
+            "reasons": ["PARS_NOT_MATCHED"] if severity else [],
+            "at": at(0),
+            "first_raised_at": at(0),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "severity", "previous_severity", "before", "expected"),
+    [
+        ("updated", "critical", "warning", "critical", True),
+        ("updated", "critical", None, "warning", True),  # an older producer: no previous_severity
+        ("updated", "critical", None, "critical", False),
+        ("updated", "critical", "critical", "warning", False),
+        ("updated", "warning", "critical", "critical", False),
+        ("raised", "critical", None, "warning", False),
+        ("resolved", None, "warning", "warning", False),
+    ],
+)
+def test_an_escalation_is_an_update_from_warning_to_critical(
+    action: str, severity: str | None, previous_severity: str | None, before: str, expected: bool
+) -> None:
+    previous = _alert("raised", before, None)
+    assert rules.is_escalation(_alert(action, severity, previous_severity), previous) is expected
+
+
+def test_severity_aggregates_to_the_most_severe_reason() -> None:
+    assert rules.aggregate_severity({}) is None
+    assert rules.aggregate_severity({"A": "warning", "B": "warning"}) == "warning"
+    assert rules.aggregate_severity({"A": "warning", "B": "critical"}) == "critical"
+
+
+def test_deadline_instants_follow_the_thresholds() -> None:
+    th = Thresholds(pars_warning_before_eta=timedelta(minutes=100))
+    s = ShipmentState(ccn="ABCD100", known=True, eta=at(300))
+    assert sorted(rules.deadline_instants(s, th)) == [at(200), at(240), at(270)]
+    s.arrived_at = at(290)
+    assert sorted(rules.deadline_instants(s, th)) == [at(200), at(240), at(270), at(320)]
+    assert list(rules.deadline_instants(ShipmentState(ccn="X"), th)) == []
+
+
+def test_the_readiness_cache_gives_the_uncached_answer() -> None:
+    cache = rules.ReadinessCache(max_entries=2)
+    th = Thresholds()
+    s = ShipmentState(ccn="ABCD100", known=True, broker_code="OTHER")
+    for snapshot in (carm(rpp=False), carm(security=("surety", 1)), carm(), carm(rpp=False)):
+        for _ in range(2):
+            cached = rules.active_reasons(s, snapshot, at(0), th, cache)
+            assert cached == rules.active_reasons(s, snapshot, at(0), th)
+    assert len(cache._entries) <= 2
