@@ -42,10 +42,10 @@ async def _main(settings: Settings, group_id: str | None) -> None:
     if settings.metrics_port:
         from prometheus_client import CollectorRegistry, start_http_server
 
-        from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics
+        from streams.notifier.telemetry import NotifierMetrics
 
-        registry = CollectorRegistry()
-        metrics = NotifierPrometheus(PipelineMetrics(registry))
+        registry = CollectorRegistry()  # the notifier's families only: no worker series at 0
+        metrics = NotifierMetrics(registry)
         start_http_server(settings.metrics_port, registry=registry)
         print(f"notifier: metrics on port {settings.metrics_port}", file=sys.stderr)
     await run_notifier(settings, stop=stop, group_id=group_id, metrics=metrics)

@@ -1,8 +1,9 @@
 """A real Prometheus (Debian's `prometheus` package) scrapes holdwatch metrics, loads our rules,
 and every query of both Grafana dashboards returns data.
 
-By default the target is a small HTTP server serving a `PipelineMetrics` registry that a thread
-keeps feeding with sample observations (every metric, every label the panels use). To check a
+By default the targets are two small HTTP servers, one per process — the worker's registry
+(`WorkerMetrics`) and a standalone notifier's (`NotifierMetrics`) — that a thread keeps feeding
+with sample observations (every metric, every label the panels use). To check a
 real pipeline instead, e.g. during a replay, point the jobs at it:
 
     HOLDWATCH_SCRAPE_WORKER=127.0.0.1:9108 HOLDWATCH_SCRAPE_NOTIFIER=127.0.0.1:9109 \\
@@ -37,7 +38,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics
+from streams.notifier.telemetry import NotifierMetrics
+from streams.worker.telemetry import WorkerMetrics
 from tests.unit.test_deploy_static import DASHBOARDS, RULES_FILE, load_dashboard, panel_queries, selectors
 
 SCRAPE_INTERVAL_S = 1
@@ -54,7 +56,7 @@ INSTALL_HINT = (
 # --- the sample target -----------------------------------------------------------------------------
 
 
-def feed(metrics: PipelineMetrics, notifier: NotifierPrometheus, step: int) -> None:
+def feed(metrics: WorkerMetrics, notifier: NotifierMetrics, step: int) -> None:
     """One round of plausible observations; called repeatedly so every rate is above zero."""
     notifier.permanent_error("channel_not_found")
     notifier.storm_grouped()
@@ -79,14 +81,14 @@ def feed(metrics: PipelineMetrics, notifier: NotifierPrometheus, step: int) -> N
         for seconds in (0.08, 0.4, 0.9, 1.5):
             metrics.event_to_alert.labels(traffic).observe(seconds * 30)
             metrics.kafka_to_alert.labels(traffic).observe(seconds)
-            metrics.alert_to_slack.labels(traffic).observe(seconds * 4)
-            metrics.end_to_end.labels(traffic).observe(seconds * 20)
-    metrics.slack_calls.labels("chat.postMessage", "ok").inc(3)
-    metrics.slack_calls.labels("chat.update", "ok").inc()
-    metrics.slack_calls.labels("chat.postMessage", "transient").inc(step % 2)
-    metrics.slack_rate_limited.inc()
-    metrics.slack_retries.inc()
-    metrics.slack_pending.set(step % 3)
+            notifier.delivery_latency(seconds * 4, traffic)
+            notifier.end_to_end(seconds * 20, traffic)
+    notifier.slack_calls.labels("chat.postMessage", "ok").inc(3)
+    notifier.slack_calls.labels("chat.update", "ok").inc()
+    notifier.slack_calls.labels("chat.postMessage", "transient").inc(step % 2)
+    notifier.rate_limited()
+    notifier.retried()
+    notifier.pending(step % 3)
     for topic, lag in (("emanifest", 40), ("rns", 12), ("carm", 0)):
         metrics.consumer_lag.labels(topic).set(lag + step % 5)
     metrics.last_input.set_to_current_time()
@@ -97,12 +99,16 @@ def feed(metrics: PipelineMetrics, notifier: NotifierPrometheus, step: int) -> N
 
 
 @contextlib.contextmanager
-def sample_target() -> Iterator[str]:
-    """host:port of an HTTP server exposing a PipelineMetrics registry that keeps changing."""
-    registry = CollectorRegistry()
-    metrics = PipelineMetrics(registry)
-    notifier = NotifierPrometheus(metrics)
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+def sample_targets() -> Iterator[tuple[str, str]]:
+    """host:port of a worker's and of a standalone notifier's registry (`worker --no-notifier`
+    and `notifier`, as docker-compose runs them), both kept changing."""
+    worker_registry, notifier_registry = CollectorRegistry(), CollectorRegistry()
+    metrics = WorkerMetrics(worker_registry)
+    notifier = NotifierMetrics(notifier_registry)
+    servers = [
+        start_http_server(0, addr="127.0.0.1", registry=registry)
+        for registry in (worker_registry, notifier_registry)
+    ]
     stop = threading.Event()
 
     def keep_feeding() -> None:
@@ -115,13 +121,15 @@ def sample_target() -> Iterator[str]:
     feeder = threading.Thread(target=keep_feeding, name="metrics-feeder", daemon=True)
     feeder.start()
     try:
-        yield f"127.0.0.1:{server.server_port}"
+        worker, notifier_target = (f"127.0.0.1:{server.server_port}" for server, _ in servers)
+        yield worker, notifier_target
     finally:
         stop.set()
         feeder.join(timeout=5)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
 
 
 # --- the Prometheus server ---------------------------------------------------------------------------
@@ -227,8 +235,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     notifier = os.environ.get("HOLDWATCH_SCRAPE_NOTIFIER", "").strip()
     with contextlib.ExitStack() as stack:
         if not worker or not notifier:
-            sample = stack.enter_context(sample_target())
-            worker, notifier = worker or sample, notifier or sample
+            sample_worker, sample_notifier = stack.enter_context(sample_targets())
+            worker, notifier = worker or sample_worker, notifier or sample_notifier
         external = bool(os.environ.get("HOLDWATCH_SCRAPE_WORKER"))
         yield stack.enter_context(
             running_prometheus(workdir, worker=worker, notifier=notifier, external=external)

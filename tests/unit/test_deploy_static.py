@@ -2,8 +2,9 @@
 
 Docker Compose, the Dockerfile, Prometheus and Grafana files must agree with each other and
 with the code: referenced files exist, ports and env line up, images are pinned, every HOLDWATCH_*
-variable is a Settings field, and every metric a rule or panel queries is one streams/metrics.py
-defines, with labels it has.
+variable is a Settings field, and every metric a rule or panel queries is one the telemetry
+modules define (streams/worker/telemetry.py, streams/notifier/telemetry.py), with labels it has,
+exported from the start by the process of the job it is queried from.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from streams.notifier.telemetry import LATENCY_BUCKETS, NotifierMetrics
 from streams.settings import Settings
-from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics
+from streams.worker.telemetry import WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -116,25 +118,46 @@ class Family:
         return {self.name: self.labels}
 
 
-def metric_families() -> list[Family]:
-    """Every metric the worker and the notifier can expose (streams/metrics.py)."""
-    metrics = PipelineMetrics(CollectorRegistry())
+def process_registry(command: str, *, with_notifier: bool) -> CollectorRegistry:
+    """What a process serves on /metrics: `notifier` its own families; `worker` its own, plus the
+    notifier's when it runs its notifier (no --no-notifier), as streams/worker/app.py wires them."""
+    registry = CollectorRegistry()
+    if command == "worker":
+        WorkerMetrics(registry)
+    if command == "notifier" or with_notifier:
+        NotifierMetrics(registry)
+    return registry
+
+
+def registry_families(registry: CollectorRegistry) -> list[Family]:
     families = []
-    for owner in (metrics, NotifierPrometheus(metrics)):
-        for value in vars(owner).values():
-            if isinstance(value, MetricWrapperBase):
-                (described,) = value.describe()
-                # Label names of a labelled metric without children are only on the wrapper.
-                labels = frozenset(value._labelnames)
-                families.append(Family(described.name, described.type, labels))
+    for collector in list(registry._collector_to_names):
+        assert isinstance(collector, MetricWrapperBase)
+        (described,) = collector.describe()
+        # Label names of a labelled metric without children are only on the wrapper.
+        families.append(Family(described.name, described.type, frozenset(collector._labelnames)))
     return families
 
 
-def exposed_series() -> dict[str, frozenset[str]]:
+def metric_families() -> list[Family]:
+    """Every metric the worker and the notifier can expose (both telemetry modules)."""
+    return registry_families(process_registry("worker", with_notifier=True))
+
+
+def series_of(families: list[Family]) -> dict[str, frozenset[str]]:
     series: dict[str, frozenset[str]] = {}
-    for family in metric_families():
+    for family in families:
         series.update(family.sample_names())
     return series
+
+
+def exposed_series() -> dict[str, frozenset[str]]:
+    return series_of(metric_families())
+
+
+def startup_samples(registry: CollectorRegistry) -> set[str]:
+    """Sample names a first scrape of a fresh process returns (series created at 0)."""
+    return {sample.name for metric in registry.collect() for sample in metric.samples}
 
 
 _SELECTOR = re.compile(r"\b(?P<name>holdwatch_[a-z0-9_]+|holdwatch:[a-z0-9_:]+)\b(?P<matchers>\{[^}]*\})?")
@@ -240,7 +263,7 @@ def test_checkers_flag_unknown_metrics_and_labels() -> None:
     assert resolve_default("${A:-x}y${B:-}z${C}") == "xyz"
 
 
-def test_metric_families_come_from_pipeline_metrics() -> None:
+def test_metric_families_come_from_both_telemetry_modules() -> None:
     names = {family.name: family for family in metric_families()}
     assert names["holdwatch_events_consumed"].kind == "counter"
     assert names["holdwatch_end_to_end_seconds"].labels == {"traffic"}
@@ -248,7 +271,7 @@ def test_metric_families_come_from_pipeline_metrics() -> None:
     assert names["holdwatch_slack_permanent_errors"].labels == {"error"}  # the notifier's own
 
 
-# --- Prometheus rules and dashboards against streams/metrics.py ---------------------------------------
+# --- Prometheus rules and dashboards against the telemetry modules -----------------------------------
 
 
 def test_every_metric_in_rules_and_dashboards_exists() -> None:
@@ -259,7 +282,7 @@ def test_every_metric_in_rules_and_dashboards_exists() -> None:
         for where, expr in every_expression()
         if (missing := unknown_metrics(expr, series, records))
     }
-    assert problems == {}, "metric names not defined in streams/metrics.py or the recording rules"
+    assert problems == {}, "metric names not defined by the telemetry modules or the recording rules"
 
 
 def test_every_label_in_rules_and_dashboards_exists_on_its_metric() -> None:
@@ -282,8 +305,6 @@ def test_expressions_reference_holdwatch_metrics() -> None:
 
 
 def test_latency_rules_use_live_traffic_and_slo_buckets() -> None:
-    from streams.worker.telemetry import LATENCY_BUCKETS
-
     for rule in rules():
         for name, _ in selectors(rule["expr"]):
             if name.endswith("_seconds_bucket") or name.endswith("_seconds_count"):
@@ -334,6 +355,132 @@ def test_grouped_recording_rules_are_unique() -> None:
         if "record" in rule
     ]
     assert len(keys) == len(set(keys))
+
+
+# --- metrics per process: each job's targets export what is queried from that job -------------------
+
+# Families whose label values are only learnt at run time, so they have no series before the first
+# observation: topic and event type of consumed records, the rules alerts carry, open alerts by port
+# (the gauges timer sets them every 5 s), the assigned topics' lag, Slack methods and outcomes.
+# Queries on them must cope with no series (`or vector(0)`, a ratio that is simply absent).
+LABELLED_AT_RUN_TIME = frozenset(
+    {
+        "holdwatch_events_consumed",
+        "holdwatch_alert_rule_events",
+        "holdwatch_open_alerts",
+        "holdwatch_consumer_lag_records",
+        "holdwatch_slack_calls",
+    }
+)
+_JOB_MATCHER = re.compile(r'\bjob\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def job_registries(services: dict[str, dict[str, Any]]) -> dict[str, CollectorRegistry]:
+    """Scrape job -> the registry its targets serve, from prometheus.yml and each compose command."""
+    from streams.cli.main import build_parser
+
+    parser = build_parser()
+    jobs = {}
+    for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]:
+        names = [name for sd in job.get("dns_sd_configs", []) for name in sd["names"]]
+        if not names:
+            continue  # Prometheus itself
+        (service,) = names
+        args = parser.parse_args([str(resolve_default(arg)) for arg in services[service]["command"]])
+        with_notifier = not getattr(args, "no_notifier", True)
+        jobs[job["job_name"]] = process_registry(args.command, with_notifier=with_notifier)
+    return jobs
+
+
+def queried_jobs(matchers: str, jobs: set[str]) -> set[str]:
+    """The jobs a selector's `job` matchers select (all of them without one)."""
+    selected = set(jobs)
+    for op, value in _JOB_MATCHER.findall(matchers):
+        hit = {job for job in jobs if (job == value if op in ("=", "!=") else re.fullmatch(value, job))}
+        selected &= hit if op in ("=", "=~") else jobs - hit
+    return selected
+
+
+def job_problems(expr: str, jobs: dict[str, CollectorRegistry]) -> list[str]:
+    """Raw selectors whose metric the queried job does not export, or not from the start.
+
+    A selector naming a job must find its metric on every job it selects; one naming none (the
+    Slack families come from `holdwatch-notifier`, or from a worker running its notifier) on one.
+    """
+    problems = []
+    for match in _SELECTOR.finditer(expr):
+        name, matchers = match.group("name"), match.group("matchers") or ""
+        if name.startswith("holdwatch:"):
+            continue  # a recording rule: its own expression is checked
+        selected = queried_jobs(matchers, set(jobs))
+        found = {
+            job
+            for job in selected
+            for family in registry_families(jobs[job])
+            if name in family.sample_names()
+            and (family.name in LABELLED_AT_RUN_TIME or name in startup_samples(jobs[job]))
+        }
+        if not found or ("job" in _MATCHER_KEY.findall(matchers) and found != selected):
+            problems.append(f"{name}{matchers} (jobs {sorted(selected)}, exported by {sorted(found)})")
+    return problems
+
+
+def test_job_checker_can_fail(services: dict[str, dict[str, Any]]) -> None:
+    jobs = job_registries(services)
+    assert queried_jobs('{job=~"holdwatch-.*", job!="holdwatch-replay"}', set(jobs)) == {
+        "holdwatch-worker",
+        "holdwatch-notifier",
+    }
+    assert job_problems('holdwatch_slack_pending_alerts{job="holdwatch-worker"}', jobs)
+    assert job_problems('holdwatch_shipments_in_state{job="holdwatch-notifier"}', jobs)
+    assert job_problems('sum(holdwatch_kafka_to_alert_seconds_count{job=~"holdwatch-.*"})', jobs)
+    assert not job_problems("sum(holdwatch_slack_pending_alerts)", jobs)
+    assert not job_problems('holdwatch_shipments_in_state{job="holdwatch-worker"}', jobs)
+
+
+def test_scrape_jobs_run_the_processes_they_are_named_after(services: dict[str, dict[str, Any]]) -> None:
+    """docker-compose's worker runs --no-notifier beside a standalone notifier: one family set each."""
+    families = {job: {f.name for f in registry_families(r)} for job, r in job_registries(services).items()}
+    assert set(families) == {"holdwatch-worker", "holdwatch-notifier", "holdwatch-replay"}
+    worker = {f.name for f in registry_families(process_registry("worker", with_notifier=False))}
+    notifier = {f.name for f in registry_families(process_registry("notifier", with_notifier=False))}
+    assert worker and notifier and not worker & notifier
+    assert families == {
+        "holdwatch-worker": worker,
+        "holdwatch-notifier": notifier,
+        "holdwatch-replay": worker,
+    }
+
+
+def test_every_queried_metric_is_exported_by_the_job_it_is_queried_from(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    jobs = job_registries(services)
+    problems = {where: bad for where, expr in every_expression() if (bad := job_problems(expr, jobs))}
+    assert problems == {}
+
+
+def test_operations_doc_lists_each_family_with_the_process_exporting_it() -> None:
+    rows = re.findall(
+        r"^\| `(holdwatch_[a-z0-9_]+)` \|[^|]*\|[^|]*\| (worker|notifier) \|$",
+        OPERATIONS_DOC.read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
+    )
+    documented = {name: process for name, process in rows}
+    assert len(documented) == len(rows), "a family listed twice"
+    exported = {
+        (family.name + "_total" if family.kind == "counter" else family.name): process
+        for process in ("worker", "notifier")
+        for family in registry_families(process_registry(process, with_notifier=False))
+    }
+    assert documented == exported
+
+
+def test_only_families_labelled_at_run_time_start_without_series() -> None:
+    registry = process_registry("worker", with_notifier=True)
+    at_start = startup_samples(registry)
+    empty = {f.name for f in registry_families(registry) if not set(f.sample_names()) & at_start}
+    assert empty == LABELLED_AT_RUN_TIME
 
 
 # --- Grafana -------------------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""The notifier's Prometheus families, on an injected registry, behind `NotifyMetrics`.
+
+A standalone `holdwatch notifier` registers these alone; a worker that runs its notifier
+registers them beside the worker's (`streams.worker.telemetry`) on one registry. Names follow
+Prometheus conventions (unit suffixes, `_total` counters); no label carries a per-load value.
+Replayed traffic is labelled `traffic="replay"`, so history never pollutes live latency.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from alerting.notify.gateway import PERMANENT_ERRORS
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+"""Seconds, for every latency histogram of both processes (the worker imports it from here).
+SLO thresholds are among the boundaries: 1 s (pipeline), 10 s (Slack), 60 s (end to end)."""
+
+TRAFFIC = ("live", "replay")
+"""The `traffic` label's values: records stamped by `holdwatch replay` are `replay`."""
+
+
+class NotifierMetrics:
+    """`alerting.notify.metrics.NotifyMetrics` as Prometheus families; series with labels known
+    in advance exist at 0 from the start, so that rate() sees the first increment of a burst."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.alert_to_slack = Histogram(
+            "holdwatch_alert_to_slack_seconds",
+            "From an alert event's Kafka timestamp to Slack acknowledging it",
+            ["traffic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            "holdwatch_end_to_end_seconds",
+            "From the triggering record's Kafka timestamp to Slack acknowledging the alert",
+            ["traffic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.slack_calls = Counter(
+            "holdwatch_slack_calls_total",
+            "Slack Web API calls, by method and outcome",
+            ["method", "outcome"],
+            registry=registry,
+        )
+        self.slack_rate_limited = Counter(
+            "holdwatch_slack_rate_limited_total",
+            "Slack answers 429 (Retry-After honoured)",
+            registry=registry,
+        )
+        self.slack_retries = Counter(
+            "holdwatch_slack_retries_total",
+            "Slack calls retried after 5xx or a dropped connection",
+            registry=registry,
+        )
+        self.slack_pending = Gauge(
+            "holdwatch_slack_pending_alerts", "Alert events not yet delivered to Slack", registry=registry
+        )
+        self.permanent_errors = Counter(
+            "holdwatch_slack_permanent_errors_total",
+            "Slack answers that need a configuration fix (the alert stays pending)",
+            ["error"],
+            registry=registry,
+        )
+        self.dropped_duplicates = Counter(
+            "holdwatch_slack_duplicates_dropped_total",
+            "Alert events already delivered (same event_id or an older step), dropped",
+            registry=registry,
+        )
+        self.folded_into_storms = Counter(
+            "holdwatch_slack_storm_grouped_total",
+            "Alerts folded into a storm digest instead of their own message",
+            registry=registry,
+        )
+        for traffic in TRAFFIC:
+            self.alert_to_slack.labels(traffic)
+            self.end_to_end_latency.labels(traffic)
+        for error in sorted(PERMANENT_ERRORS):
+            self.permanent_errors.labels(error)
+
+    def slack_call(self, method: str, outcome: str) -> None:
+        self.slack_calls.labels(method, outcome).inc()
+
+    def rate_limited(self) -> None:
+        self.slack_rate_limited.inc()
+
+    def retried(self) -> None:
+        self.slack_retries.inc()
+
+    def delivery_latency(self, seconds: float, traffic: str = "live") -> None:
+        self.alert_to_slack.labels(traffic).observe(max(0.0, seconds))
+
+    def end_to_end(self, seconds: float, traffic: str) -> None:
+        self.end_to_end_latency.labels(traffic).observe(max(0.0, seconds))
+
+    def permanent_error(self, error: str) -> None:
+        self.permanent_errors.labels(error).inc()
+
+    def duplicate_dropped(self) -> None:
+        self.dropped_duplicates.inc()
+
+    def storm_grouped(self) -> None:
+        self.folded_into_storms.inc()
+
+    def pending(self, count: int) -> None:
+        self.slack_pending.set(count)
