@@ -457,19 +457,8 @@ def _contact(rng: random.Random, legal_name: str) -> Contact:
     return Contact(name=f"{first} {last}", phone=phone, email=f"{email_user}@{domain or 'importer'}.ca")
 
 
-def _build_importer(
-    rng: random.Random,
-    index: int,
-    bn: str,
-    flaw: str | None,
-    fix_at: int | None,
-    start: datetime,
-    taken: set[str],
-) -> Importer:
-    legal_name = _importer_name(rng, taken)
-    contact = _contact(rng, legal_name)
-    broker = rng.choices([b[0] for b in BROKERS], weights=[b[2] for b in BROKERS])[0]
-    others = [b[0] for b in BROKERS if b[0] != broker]
+def _delegations(rng: random.Random, broker: str, others: list[str]) -> list[Delegation]:
+    """The usual broker, and sometimes a second one the importer also works with."""
     delegations = [
         Delegation(
             broker_code=broker,
@@ -483,27 +472,103 @@ def _build_importer(
                 broker_code=rng.choice(others), access="business_management", transaction_visibility=True
             )
         )
+    return delegations
+
+
+def _highest_duties(rng: random.Random, flaw: str | None) -> float | None:
+    """Highest monthly duties and taxes; a security flaw needs a real amount to fall short of."""
     r = rng.random()
     if flaw in ("security_short", "security_none"):
-        highest: float | None = float(round(math.exp(rng.gauss(math.log(30000), 1.0)), -2)) + 1000.0
-    elif r < 0.05:
-        highest = 0.0  # zero-duty importer: RPP without security is enough
-    elif r < 0.08:
-        highest = None  # unknown history: the minimum applies
-    else:
-        highest = float(round(math.exp(rng.gauss(math.log(20000), 1.2)), -2))
-    required = _required_surety(highest)
+        return float(round(math.exp(rng.gauss(math.log(30000), 1.0)), -2)) + 1000.0
+    if r < 0.05:
+        return 0.0  # zero-duty importer: RPP without security is enough
+    if r < 0.08:
+        return None  # unknown history: the minimum applies
+    return float(round(math.exp(rng.gauss(math.log(20000), 1.2)), -2))
+
+
+def _security(rng: random.Random, highest: float | None, required: float) -> Security:
+    """Security posted by a ready importer: enough for `required`, as cash or (usually) surety."""
     if required == 0:
-        security = Security(kind="none", amount_cad=0.0)
-    elif rng.random() < 0.15:
+        return Security(kind="none", amount_cad=0.0)
+    if rng.random() < 0.15:
         cash_required = max(5000.0, highest or 0.0)
-        security = Security(
+        return Security(
             kind="cash", amount_cad=float(math.ceil(cash_required * rng.uniform(1.0, 1.5) / 1000) * 1000)
         )
-    else:
-        security = Security(
-            kind="surety", amount_cad=float(math.ceil(required * rng.uniform(1.0, 2.5) / 1000) * 1000)
-        )
+    return Security(
+        kind="surety", amount_cad=float(math.ceil(required * rng.uniform(1.0, 2.5) / 1000) * 1000)
+    )
+
+
+def _undelegated(rng: random.Random, broker: str, others: list[str]) -> list[Delegation]:
+    """Delegations of a not_delegated importer: another broker only, access none, or nothing."""
+    mode = rng.random()
+    if mode < 0.5:
+        return [
+            Delegation(
+                broker_code=rng.choice(others), access="business_management", transaction_visibility=True
+            )
+        ]
+    if mode < 0.75:
+        return [Delegation(broker_code=broker, access="none", transaction_visibility=False)]
+    return []
+
+
+def _flawed_fields(
+    rng: random.Random,
+    flaw: str | None,
+    ready: dict[str, Any],
+    others: list[str],
+    required: float,
+    start: datetime,
+) -> dict[str, Any]:
+    """The importer's CARM record with its flaw applied (a copy of `ready` when it has none)."""
+    flawed = dict(ready)
+    if flaw == "not_delegated":
+        flawed["delegations"] = _undelegated(rng, ready["delegations"][0].broker_code, others)
+    elif flaw == "delegation_incomplete":
+        flawed["delegations"] = [
+            d.model_copy(update={"transaction_visibility": False}) for d in ready["delegations"]
+        ]
+    elif flaw == "no_rpp":
+        flawed["rpp_enrolled"] = False
+        flawed["security"] = Security(kind="none", amount_cad=0.0)
+    elif flaw == "security_short":
+        short = math.floor(required * rng.uniform(0.3, 0.95) / 500) * 500
+        flawed["security"] = Security(kind="surety", amount_cad=float(min(short, required - 500)))
+    elif flaw == "security_none":
+        flawed["security"] = Security(kind="none", amount_cad=0.0)
+    elif flaw == "login_dormant":
+        flawed["last_portal_login_at"] = start - timedelta(seconds=int(rng.uniform(181, 420) * DAY))
+    elif flaw == "not_registered":
+        if rng.random() < 0.5:
+            flawed.update(
+                ccp_registered=False, rm_account_linked=False, delegations=[], last_portal_login_at=None
+            )
+        else:
+            flawed["rm_account_linked"] = False
+    return flawed
+
+
+def _build_importer(
+    rng: random.Random,
+    index: int,
+    bn: str,
+    flaw: str | None,
+    fix_at: int | None,
+    start: datetime,
+    taken: set[str],
+) -> Importer:
+    """One importer, its CARM record as ready and as flawed (draws in a fixed order: name first)."""
+    legal_name = _importer_name(rng, taken)
+    contact = _contact(rng, legal_name)
+    broker = rng.choices([b[0] for b in BROKERS], weights=[b[2] for b in BROKERS])[0]
+    others = [b[0] for b in BROKERS if b[0] != broker]
+    delegations = _delegations(rng, broker, others)
+    highest = _highest_duties(rng, flaw)
+    required = _required_surety(highest)
+    security = _security(rng, highest, required)
     last_login = start - timedelta(seconds=int(rng.uniform(0.5, 90) * DAY))
     ready: dict[str, Any] = {
         "importer_bn": bn,
@@ -517,41 +582,7 @@ def _build_importer(
         "last_portal_login_at": last_login,
         "contact": contact,
     }
-    flawed = dict(ready)
-    if flaw == "not_delegated":
-        mode = rng.random()
-        if mode < 0.5:
-            flawed["delegations"] = [
-                Delegation(
-                    broker_code=rng.choice(others), access="business_management", transaction_visibility=True
-                )
-            ]
-        elif mode < 0.75:
-            flawed["delegations"] = [
-                Delegation(broker_code=broker, access="none", transaction_visibility=False)
-            ]
-        else:
-            flawed["delegations"] = []
-    elif flaw == "delegation_incomplete":
-        flawed["delegations"] = [d.model_copy(update={"transaction_visibility": False}) for d in delegations]
-    elif flaw == "no_rpp":
-        flawed["rpp_enrolled"] = False
-        flawed["security"] = Security(kind="none", amount_cad=0.0)
-    elif flaw == "security_short":
-        short = math.floor(required * rng.uniform(0.3, 0.95) / 500) * 500
-        flawed["security"] = Security(kind="surety", amount_cad=float(min(short, required - 500)))
-    elif flaw == "security_none":
-        flawed["security"] = Security(kind="none", amount_cad=0.0)
-    elif flaw == "login_dormant":
-        flawed["last_portal_login_at"] = start - timedelta(seconds=int(rng.uniform(181, 420) * DAY))
-    elif flaw == "not_registered":
-        if rng.random() < 0.5:
-            flawed["ccp_registered"] = False
-            flawed["rm_account_linked"] = False
-            flawed["delegations"] = []
-            flawed["last_portal_login_at"] = None
-        else:
-            flawed["rm_account_linked"] = False
+    flawed = _flawed_fields(rng, flaw, ready, others, required, start)
     if fix_at is not None:
         # The fix comes with a fresh login: the importer just worked in the portal.
         ready = dict(ready, last_portal_login_at=datetime.fromtimestamp(fix_at, UTC))
@@ -638,21 +669,31 @@ def load_base_time(i: int, config: SimulationConfig) -> int:
     return start_s + LEAD_IN_S + int(i * config.hours * HOUR / max(config.loads, 1))
 
 
-def plan_load(i: int, world: World, config: SimulationConfig) -> LoadPlan:
-    """Plan every event of load i, sorted by time; none before load_base_time(i) - EARLY_RNS_MAX_S."""
-    rng = random.Random(f"{config.seed}:load:{i}")
-    uniform = rng.uniform
-    t_rep = load_base_time(i, config) + int(rng.random() * config.hours * HOUR / max(config.loads, 1))
+@dataclass(frozen=True, slots=True)
+class _LoadParties:
+    """Who and where, drawn before any event: the load's importer, carrier, port and broker."""
 
-    idx = min(
-        bisect(world.importer_cum_weights, rng.random() * world.importer_cum_weights[-1]),
-        len(world.importers) - 1,
-    )
-    importer = world.importers[idx]
+    importer: Importer
+    flaw: str | None
+    """The importer's CARM flaw at the time the cargo is reported."""
+    carrier: str
+    port: str
+    broker: str | None
+    release_mode: Literal["rpp", "prepaid"]
+    team: str | None
+    profile: str
+    """PARS_WEIGHTS key: ready, mild or blocking."""
+    release_blocking: bool
+    """Release waits for payment (release_mode rpp with no RPP or short security)."""
+
+
+def _draw_parties(rng: random.Random, world: World, config: SimulationConfig, t_rep: int) -> _LoadParties:
+    """The load's parties, and how ready its CARM situation is for its PARS and release."""
+    cum = world.importer_cum_weights
+    importer = world.importers[min(bisect(cum, rng.random() * cum[-1]), len(world.importers) - 1)]
     flaw = importer.flaw_at(t_rep, config.midway_fixes)
     carrier = _pick(rng, _CARRIER_CODES, _CARRIER_CUM)
     port = _pick(rng, _PORT_CODES, _PORT_CUM)
-
     broker: str | None = importer.broker
     r = rng.random()
     if r < BROKER_MISSING_RATE:
@@ -662,31 +703,106 @@ def plan_load(i: int, world: World, config: SimulationConfig) -> LoadPlan:
     prepaid_rate = PREPAID_RATE_NO_RPP if importer.flaw == "no_rpp" else PREPAID_RATE
     release_mode: Literal["rpp", "prepaid"] = "prepaid" if rng.random() < prepaid_rate else "rpp"
     team = None if rng.random() < DISPATCH_TEAM_MISSING_RATE else PORT_TEAMS.get(port)
-
     blocking = (
         broker is None
         or flaw == "not_registered"
         or (flaw != "unknown" and broker not in importer.delegated_brokers(flaw))
     )
+    profile = "blocking" if blocking else "mild" if flaw is not None else "ready"
     release_blocking = release_mode == "rpp" and flaw in ("no_rpp", "security_short", "security_none")
-    if blocking:
-        profile = "blocking"
-    elif flaw is not None:
-        profile = "mild"
-    else:
-        profile = "ready"
+    return _LoadParties(importer, flaw, carrier, port, broker, release_mode, team, profile, release_blocking)
 
-    ccn = f"{carrier}{(310_000_000 + i * 7919 + config.seed * 104_729) % 1_000_000_000:09d}"
-    trip = f"{carrier}{(4_200_000 + i * 104_729 + config.seed * 7919) % 10_000_000:07d}"
+
+def _load_ids(i: int, seed: int, carrier: str, broker: str | None) -> tuple[str, str, str]:
+    """(CCN, trip number, transaction number): unique per load and seed, no random draw."""
+    ccn = f"{carrier}{(310_000_000 + i * 7919 + seed * 104_729) % 1_000_000_000:09d}"
+    trip = f"{carrier}{(4_200_000 + i * 104_729 + seed * 7919) % 10_000_000:07d}"
     account = 10_000 + 7_919 * (_BROKER_CODES.index(broker) if broker else 8) % 90_000
-    transaction = f"{account:05d}{(i * 15_485_863 + config.seed) % 1_000_000_000:09d}"
+    transaction = f"{account:05d}{(i * 15_485_863 + seed) % 1_000_000_000:09d}"
+    return ccn, trip, transaction
 
-    events: list[Planned] = []
 
-    def add(t: float, kind: str, *args: Any) -> None:
-        events.append((int(t), len(events), kind, args))
+EtaChange = tuple[int, int, str]
+"""(epoch second of the change, new ETA, new port)."""
 
-    # How far ahead the cargo is reported.
+
+@dataclass(slots=True)
+class _Story:
+    """One load's events as they are planned; the phases below append to it in draw order."""
+
+    rng: random.Random
+    t_rep: int
+    """When the cargo is first reported."""
+    events: list[Planned] = field(default_factory=list)
+    links: list[tuple[int, bool]] = field(default_factory=list)
+    """(time, linked?) from matched/9/34 versus document_not_on_file."""
+    t_acc: int | None = None
+    """When CBSA accepted the cargo data, if it did."""
+
+    @property
+    def t_ready(self) -> int:
+        return self.t_acc if self.t_acc is not None else self.t_rep + 180
+
+    def add(self, t: float, kind: str, *args: Any) -> None:
+        self.events.append((int(t), len(self.events), kind, args))
+
+    def link(self, t: float, first_indicator: int = 1) -> int:
+        """The broker's PARS is received (1 or 34), then linked (9) and matched; returns the link time."""
+        uniform = self.rng.uniform
+        t = max(int(t), self.t_rep + MINUTE)
+        self.add(t, "rns", first_indicator)
+        t9 = int(t + uniform(60, 600))
+        self.add(t9, "rns", 9)
+        t_link = t if first_indicator == 34 else t9
+        if self.t_acc is not None:
+            t_match = max(t9, self.t_acc) + int(uniform(5, 60))
+            self.add(t_match, "notice", "matched", None)
+            if self.rng.random() < 0.35:
+                self.add(t_match + uniform(60, 180), "notice", "document_package_complete", None)
+        self.links.append((t_link, True))
+        return t_link
+
+    def not_matched(self) -> None:
+        t = self.t_ready + self.rng.uniform(30, 300)
+        self.add(t, "notice", "not_matched", "No release document linked to the cargo")
+
+    def linked_at(self, t: int) -> bool:
+        state = False
+        for when, linked in sorted(self.links):
+            if when <= t:
+                state = linked
+        return state
+
+    def release(self, t: float) -> None:
+        """CBSA releases the load, in one of the ways RNS and notices say so."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.85:
+            self.add(t, "rns", 4)
+            if rng.random() < 0.6:
+                self.add(t + rng.uniform(5, 90), "notice", "released", None)
+        elif r < 0.93:
+            self.add(t, "notice", "released", None)
+        elif r < 0.97:
+            self.add(t, "rns", 23)
+            if rng.random() < 0.7:
+                self.add(t + rng.uniform(5, 90), "notice", "authorized_to_deliver", None)
+        else:
+            self.add(t, "rns", 8)
+
+
+def _eta_at(changes: list[EtaChange], t: int) -> tuple[int, str]:
+    """(ETA, port) as known at time t."""
+    current = changes[0]
+    for change in changes:
+        if change[0] <= t:
+            current = change
+    return current[1], current[2]
+
+
+def _report_cargo(story: _Story, port: str) -> list[EtaChange]:
+    """cargo_reported some hours (rarely under one) before the ETA, then 0-2 ETA or port changes."""
+    rng, uniform, t_rep = story.rng, story.rng.uniform, story.t_rep
     r = rng.random()
     if r < LATE_EMANIFEST_RATE:
         lead = uniform(20, 55) * MINUTE
@@ -695,14 +811,12 @@ def plan_load(i: int, world: World, config: SimulationConfig) -> LoadPlan:
     else:
         lead = uniform(150, 720) * MINUTE
     eta0 = int(t_rep + lead)
-    add(t_rep, "reported", eta0, port)
-
-    # ETA changes from dispatch or the ELD.
-    eta_changes: list[tuple[int, int, str]] = [(t_rep, eta0, port)]
+    story.add(t_rep, "reported", eta0, port)
+    changes: list[EtaChange] = [(t_rep, eta0, port)]
     r = rng.random()
     n_changes = 2 if r < ETA_TWO_CHANGES_RATE else 1 if r < ETA_TWO_CHANGES_RATE + ETA_ONE_CHANGE_RATE else 0
     for _ in range(n_changes):
-        last_t, cur_eta, cur_port = eta_changes[-1]
+        last_t, cur_eta, cur_port = changes[-1]
         lo, hi = last_t + 10 * MINUTE, cur_eta - 20 * MINUTE
         if hi <= lo:
             break
@@ -714,200 +828,190 @@ def plan_load(i: int, world: World, config: SimulationConfig) -> LoadPlan:
         new_port = cur_port
         if rng.random() < PORT_CHANGE_RATE:
             new_port = rng.choice([p for p in _PORT_CODES if p != cur_port])
-        eta_changes.append((t, new_eta, new_port))
-        add(t, "eta", new_eta, new_port if new_port != cur_port else None)
-    final_eta = eta_changes[-1][1]
-    ref_eta = min(eta0, final_eta)
+        changes.append((t, new_eta, new_port))
+        story.add(t, "eta", new_eta, new_port if new_port != cur_port else None)
+    return changes
 
-    def eta_at(t: int) -> tuple[int, str]:
-        current = eta_changes[0]
-        for change in eta_changes:
-            if change[0] <= t:
-                current = change
-        return current[1], current[2]
 
-    # CBSA's answer to the cargo data.
+def _answer_cargo(story: _Story, changes: list[EtaChange]) -> None:
+    """CBSA accepts the cargo data, or rejects it (then it is usually fixed), or never answers."""
+    rng, uniform = story.rng, story.rng.uniform
     answer = _pick(rng, _ANSWERS, _ANSWER_CUM)
-    t_acc: int | None = None
     if answer == "accepted":
-        t_acc = int(t_rep + uniform(120, 240))
-        add(t_acc, "accepted")
+        story.t_acc = int(story.t_rep + uniform(120, 240))
+        story.add(story.t_acc, "accepted")
     elif answer.startswith("rejected"):
-        t_rej = int(t_rep + uniform(120, 240))
-        add(t_rej, "rejected", rng.choice(_REJECT_REASONS))
+        t_rej = int(story.t_rep + uniform(120, 240))
+        story.add(t_rej, "rejected", rng.choice(_REJECT_REASONS))
         if answer == "rejected_fixed":
             t_resub = int(t_rej + uniform(10, 90) * MINUTE)
-            eta_now, port_now = eta_at(t_resub)
-            add(t_resub, "reported", eta_now, port_now)
-            t_acc = int(t_resub + uniform(120, 240))
-            add(t_acc, "accepted")
-    if t_acc is not None and rng.random() < 0.25:
-        add(t_acc + uniform(30, 90), "notice", "cargo_complete", None)
-    t_ready = t_acc if t_acc is not None else t_rep + 180
+            eta_now, port_now = _eta_at(changes, t_resub)
+            story.add(t_resub, "reported", eta_now, port_now)
+            story.t_acc = int(t_resub + uniform(120, 240))
+            story.add(story.t_acc, "accepted")
+    if story.t_acc is not None and rng.random() < 0.25:
+        story.add(story.t_acc + uniform(30, 90), "notice", "cargo_complete", None)
 
-    # The broker's PARS and CBSA's link to the cargo.
-    links: list[tuple[int, bool]] = []  # (time, linked?) from matched/9/34 vs document_not_on_file
+
+def _choose_scenario(rng: random.Random, broker: str | None, profile: str) -> str:
+    """The load's PARS scenario (PARS_SCENARIOS, or early_rns), weighted by its CARM profile."""
     early = rng.random() < EARLY_RNS_RATE and broker is not None
+    if early:
+        return "early_rns"
+    cum = _PARS_CUM[profile]
+    scenario = PARS_SCENARIOS[min(bisect(cum, rng.random() * cum[-1]), len(PARS_SCENARIOS) - 1)]
+    return "never" if broker is None else scenario  # no broker named: nobody files a PARS
 
-    def link(t: float, first_indicator: int = 1) -> int:
-        t = max(int(t), t_rep + MINUTE)
-        add(t, "rns", first_indicator)
-        t9 = int(t + uniform(60, 600))
-        add(t9, "rns", 9)
-        t_link = t if first_indicator == 34 else t9
-        if t_acc is not None:
-            t_match = max(t9, t_acc) + int(uniform(5, 60))
-            add(t_match, "notice", "matched", None)
-            if rng.random() < 0.35:
-                add(t_match + uniform(60, 180), "notice", "document_package_complete", None)
-        links.append((t_link, True))
-        return t_link
 
-    def not_matched() -> None:
-        add(t_ready + uniform(30, 300), "notice", "not_matched", "No release document linked to the cargo")
-
-    scenario = (
-        "early_rns"
-        if early
-        else PARS_SCENARIOS[
-            min(bisect(_PARS_CUM[profile], rng.random() * _PARS_CUM[profile][-1]), len(PARS_SCENARIOS) - 1)
-        ]
-    )
-    if broker is None and scenario != "never":
-        scenario = "never"  # no broker named: nobody files a PARS
+def _file_pars(story: _Story, scenario: str, ref_eta: int, final_eta: int) -> bool:
+    """The broker's PARS and CBSA's link to the cargo, per scenario; True when left unlinked."""
+    rng, uniform, t_ready = story.rng, story.rng.uniform, story.t_ready
     on_time_lo, on_time_hi = t_ready + 120, ref_eta - 125 * MINUTE
     t_on_time = uniform(on_time_lo, on_time_hi) if on_time_hi > on_time_lo else on_time_lo + uniform(0, 900)
-    unfixed = False
     if scenario == "early_rns":
-        t_early = t_rep - int(uniform(60, EARLY_RNS_MAX_S))
-        add(t_early, "rns", 34)
-        links.append((t_early, True))
-        link(t_on_time, 1)
+        t_early = story.t_rep - int(uniform(60, EARLY_RNS_MAX_S))
+        story.add(t_early, "rns", 34)
+        story.links.append((t_early, True))
+        story.link(t_on_time, 1)
     elif scenario == "on_time":
-        link(t_on_time, 34 if rng.random() < 0.3 else 1)
+        story.link(t_on_time, 34 if rng.random() < 0.3 else 1)
     elif scenario == "not_matched_then_matched":
-        not_matched()
+        story.not_matched()
         # Usually fixed before the PARS window opens; late fixes are the late_* scenarios.
-        link(uniform(t_ready + 20 * MINUTE, max(t_ready + 25 * MINUTE, ref_eta - 130 * MINUTE)))
+        story.link(uniform(t_ready + 20 * MINUTE, max(t_ready + 25 * MINUTE, ref_eta - 130 * MINUTE)))
     elif scenario == "late_warning":
         if rng.random() < 0.5:
-            not_matched()
-        link(max(final_eta - uniform(35, 115) * MINUTE, t_ready + 5 * MINUTE))
+            story.not_matched()
+        story.link(max(final_eta - uniform(35, 115) * MINUTE, t_ready + 5 * MINUTE))
     elif scenario == "late_critical":
-        not_matched()
-        link(max(final_eta - uniform(-10, 29) * MINUTE, t_ready + 5 * MINUTE))
+        story.not_matched()
+        story.link(max(final_eta - uniform(-10, 29) * MINUTE, t_ready + 5 * MINUTE))
     elif scenario == "never":
-        not_matched()
-        unfixed = True
+        story.not_matched()
+        return True
     elif scenario == "silent_cancel":
-        t_link = link(t_on_time)
-        lo, hi = t_link + 10 * MINUTE, final_eta - 10 * MINUTE
-        t_dnof = int(uniform(lo, hi)) if hi > lo else t_link + 10 * MINUTE
-        add(t_dnof, "notice", "document_not_on_file", "Release document not on file")
-        links.append((t_dnof, False))
-        if rng.random() < SILENT_CANCEL_FIXED_RATE:
-            link(t_dnof + uniform(20, 150) * MINUTE)
-        else:
-            unfixed = True
+        return _silently_cancelled(story, story.link(t_on_time), final_eta)
     elif scenario == "rns_rejected":
-        t_rej = max(int(t_on_time), t_rep + MINUTE)
-        add(t_rej, "rns", 2 if rng.random() < 0.6 else 14)
+        t_rej = max(int(t_on_time), story.t_rep + MINUTE)
+        story.add(t_rej, "rns", 2 if rng.random() < 0.6 else 14)
         if rng.random() < RNS_REJECTED_FIXED_RATE:
-            link(t_rej + uniform(15, 90) * MINUTE)
+            story.link(t_rej + uniform(15, 90) * MINUTE)
         else:
-            unfixed = True
+            return True
+    return False
 
-    # Arrival at the port.
-    last_change = eta_changes[-1][0]
-    arrival = final_eta + int(max(-30 * MINUTE, min(45 * MINUTE, rng.gauss(0, 12 * MINUTE))))
-    arrival = max(arrival, last_change + 5 * MINUTE, t_rep + 5 * MINUTE)
 
-    def linked_at(t: int) -> bool:
-        state = False
-        for when, linked in sorted(links):
-            if when <= t:
-                state = linked
-        return state
+def _silently_cancelled(story: _Story, t_link: int, final_eta: int) -> bool:
+    """The link is dropped (document_not_on_file) and maybe re-filed; True when it is not."""
+    lo, hi = t_link + 10 * MINUTE, final_eta - 10 * MINUTE
+    t_dnof = int(story.rng.uniform(lo, hi)) if hi > lo else t_link + 10 * MINUTE
+    story.add(t_dnof, "notice", "document_not_on_file", "Release document not on file")
+    story.links.append((t_dnof, False))
+    if story.rng.random() < SILENT_CANCEL_FIXED_RATE:
+        story.link(t_dnof + story.rng.uniform(20, 150) * MINUTE)
+        return False
+    return True
 
-    def release(t: float) -> None:
-        r = rng.random()
-        if r < 0.85:
-            add(t, "rns", 4)
-            if rng.random() < 0.6:
-                add(t + uniform(5, 90), "notice", "released", None)
-        elif r < 0.93:
-            add(t, "notice", "released", None)
-        elif r < 0.97:
-            add(t, "rns", 23)
-            if rng.random() < 0.7:
-                add(t + uniform(5, 90), "notice", "authorized_to_deliver", None)
-        else:
-            add(t, "rns", 8)
 
-    # Cancellation before arrival cuts the story short.
-    if rng.random() < CANCEL_RATE and arrival - 10 * MINUTE > t_rep + 5 * MINUTE:
-        t_cancel = int(uniform(t_rep + 5 * MINUTE, arrival - 10 * MINUTE))
-        events = [e for e in events if e[0] < t_cancel]
-        add(t_cancel, "cancelled")
-        outcome = "cancelled"
+def _arrival_time(rng: random.Random, changes: list[EtaChange], t_rep: int) -> int:
+    """The truck reaches the port near its final ETA, never before the last change or the report."""
+    arrival = changes[-1][1] + int(max(-30 * MINUTE, min(45 * MINUTE, rng.gauss(0, 12 * MINUTE))))
+    return max(arrival, changes[-1][0] + 5 * MINUTE, t_rep + 5 * MINUTE)
+
+
+def _cancel_or_arrive(story: _Story, parties: _LoadParties, arrival: int, unfixed: bool) -> str:
+    """Cancelled before arrival (the story is cut short), or the truck arrives. Returns the outcome."""
+    if story.rng.random() < CANCEL_RATE and arrival - 10 * MINUTE > story.t_rep + 5 * MINUTE:
+        t_cancel = int(story.rng.uniform(story.t_rep + 5 * MINUTE, arrival - 10 * MINUTE))
+        story.events = [e for e in story.events if e[0] < t_cancel]
+        story.add(t_cancel, "cancelled")
+        return "cancelled"
+    rng = story.rng
+    if rng.random() < 0.85:
+        story.add(arrival, "notice", "reported", None)
+        if rng.random() < 0.75:
+            story.add(arrival + rng.uniform(60, 240), "notice", "arrived", None)
     else:
-        if rng.random() < 0.85:
-            add(arrival, "notice", "reported", None)
-            if rng.random() < 0.75:
-                add(arrival + uniform(60, 240), "notice", "arrived", None)
-        else:
-            add(arrival, "notice", "arrived", None)
-        exam_rate = EXAM_RATE_READY if flaw is None else EXAM_RATE_FLAWED
-        later_links = [when for when, linked in links if linked and when > arrival]
-        if t_acc is None:
-            outcome = "not_released"  # no eManifest on file: the truck waits at the plaza
-        elif linked_at(arrival):
-            if rng.random() < exam_rate:
-                t_exam = arrival + uniform(5, 25) * MINUTE
-                if rng.random() < 0.8:
-                    add(t_exam, "rns", 5)
-                    if rng.random() < 0.6:
-                        add(t_exam + uniform(5, 120), "notice", "held", "Referred for examination")
-                else:
-                    add(t_exam, "notice", "held", "Referred for examination")
-                if rng.random() < EXAM_RELEASED_RATE:
-                    release(t_exam + uniform(2, 8) * HOUR)
-                    outcome = "examined_released"
-                else:
-                    outcome = "examined_held"
-            elif release_blocking and (r := rng.random()) < PAYMENT_DELAY_RATE + PAYMENT_NEVER_RATE:
-                if r < PAYMENT_DELAY_RATE:
-                    release(arrival + uniform(45, 360) * MINUTE)
-                    outcome = "released_late"
-                else:
-                    outcome = "not_released"
-            else:
-                release(arrival + uniform(2, 25) * MINUTE)
-                outcome = "released"
-        elif later_links:
-            release(max(min(later_links), arrival) + uniform(5, 20) * MINUTE)
-            outcome = "released_late"
-        elif unfixed and rng.random() < FILED_AFTER_ARRIVAL_RATE:
-            t_link = link(arrival + uniform(40, 180) * MINUTE)
-            release(t_link + uniform(5, 20) * MINUTE)
-            outcome = "released_late"
-        else:
-            outcome = "not_released"
-    events.sort()
+        story.add(arrival, "notice", "arrived", None)
+    return _release_or_hold(story, parties, arrival, unfixed)
+
+
+def _release_or_hold(story: _Story, parties: _LoadParties, arrival: int, unfixed: bool) -> str:
+    """At the border: released, examined, delayed (payment, late PARS) or held. Returns the outcome."""
+    rng, uniform = story.rng, story.rng.uniform
+    later_links = [when for when, linked in story.links if linked and when > arrival]
+    if story.t_acc is None:
+        return "not_released"  # no eManifest on file: the truck waits at the plaza
+    if story.linked_at(arrival):
+        exam_rate = EXAM_RATE_READY if parties.flaw is None else EXAM_RATE_FLAWED
+        if rng.random() < exam_rate:
+            return _examine(story, arrival)
+        if parties.release_blocking and (r := rng.random()) < PAYMENT_DELAY_RATE + PAYMENT_NEVER_RATE:
+            if r < PAYMENT_DELAY_RATE:
+                story.release(arrival + uniform(45, 360) * MINUTE)
+                return "released_late"
+            return "not_released"
+        story.release(arrival + uniform(2, 25) * MINUTE)
+        return "released"
+    if later_links:
+        story.release(max(min(later_links), arrival) + uniform(5, 20) * MINUTE)
+        return "released_late"
+    if unfixed and rng.random() < FILED_AFTER_ARRIVAL_RATE:
+        t_link = story.link(arrival + uniform(40, 180) * MINUTE)
+        story.release(t_link + uniform(5, 20) * MINUTE)
+        return "released_late"
+    return "not_released"
+
+
+def _examine(story: _Story, arrival: int) -> str:
+    """Referred for examination (RNS 5 and/or a held notice), then usually released hours later."""
+    rng, uniform = story.rng, story.rng.uniform
+    t_exam = arrival + uniform(5, 25) * MINUTE
+    if rng.random() < 0.8:
+        story.add(t_exam, "rns", 5)
+        if rng.random() < 0.6:
+            story.add(t_exam + uniform(5, 120), "notice", "held", "Referred for examination")
+    else:
+        story.add(t_exam, "notice", "held", "Referred for examination")
+    if rng.random() < EXAM_RELEASED_RATE:
+        story.release(t_exam + uniform(2, 8) * HOUR)
+        return "examined_released"
+    return "examined_held"
+
+
+def plan_load(i: int, world: World, config: SimulationConfig) -> LoadPlan:
+    """Plan every event of load i, sorted by time; none before load_base_time(i) - EARLY_RNS_MAX_S.
+
+    The phases run in a fixed order (parties, report and ETA changes, CBSA's answer, PARS,
+    arrival and release) because each draws from the load's own generator in turn.
+    """
+    rng = random.Random(f"{config.seed}:load:{i}")
+    t_rep = load_base_time(i, config) + int(rng.random() * config.hours * HOUR / max(config.loads, 1))
+    parties = _draw_parties(rng, world, config, t_rep)
+    ccn, trip, transaction = _load_ids(i, config.seed, parties.carrier, parties.broker)
+    story = _Story(rng, t_rep)
+    changes = _report_cargo(story, parties.port)
+    _answer_cargo(story, changes)
+    scenario = _choose_scenario(rng, parties.broker, parties.profile)
+    final_eta = changes[-1][1]
+    unfixed = _file_pars(story, scenario, ref_eta=min(changes[0][1], final_eta), final_eta=final_eta)
+    outcome = _cancel_or_arrive(story, parties, _arrival_time(rng, changes, t_rep), unfixed)
+    story.events.sort()
+    broker = parties.broker
     return LoadPlan(
         index=i,
         ccn=ccn,
-        carrier_code=carrier,
+        carrier_code=parties.carrier,
         trip_number=trip,
         load_ref=f"LD{i + 1:07d}",
-        importer=importer,
+        importer=parties.importer,
         shipper_name=rng.choice(_SHIPPERS),
         broker_code=broker,
         broker_name=_BROKER_NAMES[broker] if broker else None,
-        release_mode=release_mode,
-        dispatch_team=team,
+        release_mode=parties.release_mode,
+        dispatch_team=parties.team,
         transaction_number=transaction,
-        events=events,
+        events=story.events,
         scenario=scenario,
         outcome=outcome,
     )
@@ -920,6 +1024,27 @@ def _ts(t: int) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
+def _cargo_reported(plan: LoadPlan, common: dict[str, Any], eta: int, port: str) -> CargoReported:
+    """A cargo_reported event: the first report, or the resubmission after a rejection."""
+    return CargoReported(
+        **common,
+        event_type="cargo_reported",
+        ccn=plan.ccn,
+        carrier_code=plan.carrier_code,
+        trip_number=plan.trip_number,
+        load_ref=plan.load_ref,
+        port_of_entry=port,
+        eta=_ts(eta),
+        importer_bn=plan.importer.bn,
+        importer_name=plan.importer.legal_name,
+        shipper_name=plan.shipper_name,
+        broker_code=plan.broker_code,
+        broker_name=plan.broker_name,
+        release_mode=plan.release_mode,
+        dispatch_team=plan.dispatch_team,
+    )
+
+
 def _event_value(
     plan: LoadPlan, kind: str, args: tuple[Any, ...], t: int, event_id: str
 ) -> tuple[bool, dict[str, Any]]:
@@ -928,24 +1053,7 @@ def _event_value(
     ccn = plan.ccn
     model: Any
     if kind == "reported":
-        eta, port = args
-        model = CargoReported(
-            **common,
-            event_type="cargo_reported",
-            ccn=ccn,
-            carrier_code=plan.carrier_code,
-            trip_number=plan.trip_number,
-            load_ref=plan.load_ref,
-            port_of_entry=port,
-            eta=_ts(eta),
-            importer_bn=plan.importer.bn,
-            importer_name=plan.importer.legal_name,
-            shipper_name=plan.shipper_name,
-            broker_code=plan.broker_code,
-            broker_name=plan.broker_name,
-            release_mode=plan.release_mode,
-            dispatch_team=plan.dispatch_team,
-        )
+        model = _cargo_reported(plan, common, *args)
     elif kind == "accepted":
         model = CargoAccepted(**common, event_type="cargo_accepted", ccn=ccn)
     elif kind == "rejected":
@@ -1024,85 +1132,110 @@ def _malformed(rng: random.Random, record: SimRecord, kind: str, event_id: str) 
 # --- the merged stream -------------------------------------------------------------------------
 
 
-def simulate(config: SimulationConfig, stats: SimulationStats | None = None) -> Iterator[SimRecord]:
-    """Yield the log's records in event-time order (see the module docstring)."""
-    stats = stats if stats is not None else SimulationStats()
-    world = build_world(config)
-    noise = random.Random(f"{config.seed}:noise")
-    start_s = int(config.start.timestamp())
-    counter = 0
+HeapEntry = tuple[int, int, int, Any]
+"""(epoch s, rank, tie, payload); rank 0 = CARM fix (Importer), 1 = load event ((LoadPlan, position)),
+2 = re-send (SimRecord)."""
+_FIX, _LOAD_EVENT, _RESEND = 0, 1, 2
 
-    def next_id() -> str:
-        nonlocal counter
-        counter += 1
-        return f"sim{config.seed}-{counter:09d}"
 
-    # heap entries: (epoch s, rank, tie, payload); rank 0 = CARM fix, 1 = load event, 2 = re-send
-    heap: list[tuple[int, int, int, Any]] = []
-    stats.importers = len(world.importers)
-    for importer in world.importers:
-        if importer.flaw is not None:
-            stats.importer_flaws[importer.flaw] += 1
-        if config.midway_fixes and importer.fix_at is not None:
-            heapq.heappush(heap, (importer.fix_at, 0, importer.index, importer))
+class _Stream:
+    """The state of one simulate() run: the world, the time-ordered heap, event ids and transport noise."""
 
-    def finish(record: SimRecord, event_type: str) -> Iterator[SimRecord]:
+    def __init__(self, config: SimulationConfig, stats: SimulationStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.world = build_world(config)
+        self.noise = random.Random(f"{config.seed}:noise")
+        self.heap: list[HeapEntry] = []
+        self.counter = 0
+        self.next_load = 0
+        stats.importers = len(self.world.importers)
+        for importer in self.world.importers:
+            if importer.flaw is not None:
+                stats.importer_flaws[importer.flaw] += 1
+            if config.midway_fixes and importer.fix_at is not None:
+                heapq.heappush(self.heap, (importer.fix_at, _FIX, importer.index, importer))
+
+    def next_id(self) -> str:
+        self.counter += 1
+        return f"sim{self.config.seed}-{self.counter:09d}"
+
+    def emit(self, record: SimRecord, event_type: str) -> Iterator[SimRecord]:
+        """Yield a valid record; maybe schedule its re-send and add a malformed copy (transport noise)."""
+        stats, noise = self.stats, self.noise
         stats.events += 1
         stats.records += 1
         stats.event_types[event_type] += 1
         yield record
-        if noise.random() < config.duplicate_rate:
+        if noise.random() < self.config.duplicate_rate:
             resend_at = record.timestamp_ms // 1000 + noise.randint(1, 20)
-            heapq.heappush(heap, (resend_at, 2, stats.duplicates, record))
+            heapq.heappush(self.heap, (resend_at, _RESEND, stats.duplicates, record))
             stats.duplicates += 1
-        if noise.random() < config.malformed_rate:
+        if noise.random() < self.config.malformed_rate:
             kind = noise.choice(MALFORMED_KINDS)
             stats.malformed += 1
             stats.records += 1
             stats.malformed_kinds[kind] += 1
-            yield _malformed(noise, record, kind, next_id() + "-bad")
+            yield _malformed(noise, record, kind, self.next_id() + "-bad")
 
-    # CARM snapshots for every known importer, at the start, before any shipment event.
-    for importer in world.importers:
-        if importer.flaw == "unknown":
-            continue
-        value = _snapshot_value(importer, start_s, next_id(), ready=importer.flaw is None)
-        stats.carm_snapshots += 1
-        yield from finish(SimRecord(config.topic_carm, importer.bn, value, start_s * 1000), "carm_snapshot")
+    def emit_snapshot(self, importer: Importer, t: int, ready: bool) -> Iterator[SimRecord]:
+        value = _snapshot_value(importer, t, self.next_id(), ready=ready)
+        self.stats.carm_snapshots += 1
+        record = SimRecord(self.config.topic_carm, importer.bn, value, t * 1000)
+        yield from self.emit(record, "carm_snapshot")
 
-    next_load = 0
-    while True:
-        while next_load < config.loads and (
-            not heap or load_base_time(next_load, config) - EARLY_RNS_MAX_S <= heap[0][0]
+    def initial_snapshots(self) -> Iterator[SimRecord]:
+        """CARM snapshots for every known importer, at the start, before any shipment event."""
+        start_s = int(self.config.start.timestamp())
+        for importer in self.world.importers:
+            if importer.flaw != "unknown":
+                yield from self.emit_snapshot(importer, start_s, ready=importer.flaw is None)
+
+    def plan_due_loads(self) -> None:
+        """Plan loads until the next one cannot precede the heap's earliest entry (bounded memory)."""
+        config, stats, heap = self.config, self.stats, self.heap
+        while self.next_load < config.loads and (
+            not heap or load_base_time(self.next_load, config) - EARLY_RNS_MAX_S <= heap[0][0]
         ):
-            plan = plan_load(next_load, world, config)
+            plan = plan_load(self.next_load, self.world, config)
             stats.loads += 1
             stats.pars_scenarios[plan.scenario] += 1
             stats.outcomes[plan.outcome] += 1
-            heapq.heappush(heap, (plan.events[0][0], 1, plan.index * 1000, (plan, 0)))
-            next_load += 1
-        if not heap:
-            break
-        t, rank, _tie, payload = heapq.heappop(heap)
-        if rank == 0:
-            importer = payload
-            value = _snapshot_value(importer, t, next_id(), ready=True)
-            stats.carm_snapshots += 1
-            stats.midway_fixes += 1
-            yield from finish(SimRecord(config.topic_carm, importer.bn, value, t * 1000), "carm_snapshot")
-        elif rank == 1:
-            plan, pos = payload
-            _, _, kind, args = plan.events[pos]
-            if pos + 1 < len(plan.events):
-                heapq.heappush(
-                    heap, (plan.events[pos + 1][0], 1, plan.index * 1000 + pos + 1, (plan, pos + 1))
-                )
-            is_rns, value = _event_value(plan, kind, args, t, next_id())
-            topic = config.topic_rns if is_rns else config.topic_emanifest
-            yield from finish(SimRecord(topic, plan.ccn, value, t * 1000), value["event_type"])
+            heapq.heappush(heap, (plan.events[0][0], _LOAD_EVENT, plan.index * 1000, (plan, 0)))
+            self.next_load += 1
+
+    def emit_next(self) -> Iterator[SimRecord]:
+        """Pop the earliest heap entry and yield what it stands for."""
+        t, rank, _tie, payload = heapq.heappop(self.heap)
+        if rank == _FIX:
+            self.stats.midway_fixes += 1
+            yield from self.emit_snapshot(payload, t, ready=True)
+        elif rank == _LOAD_EVENT:
+            yield from self.emit_load_event(t, *payload)
         else:
-            stats.records += 1
+            self.stats.records += 1
             yield SimRecord(payload.topic, payload.key, payload.value, t * 1000)
+
+    def emit_load_event(self, t: int, plan: LoadPlan, pos: int) -> Iterator[SimRecord]:
+        """Yield event `pos` of the plan, scheduling the plan's next event first."""
+        _, _, kind, args = plan.events[pos]
+        if pos + 1 < len(plan.events):
+            entry = (plan.events[pos + 1][0], _LOAD_EVENT, plan.index * 1000 + pos + 1, (plan, pos + 1))
+            heapq.heappush(self.heap, entry)
+        is_rns, value = _event_value(plan, kind, args, t, self.next_id())
+        topic = self.config.topic_rns if is_rns else self.config.topic_emanifest
+        yield from self.emit(SimRecord(topic, plan.ccn, value, t * 1000), value["event_type"])
+
+
+def simulate(config: SimulationConfig, stats: SimulationStats | None = None) -> Iterator[SimRecord]:
+    """Yield the log's records in event-time order (see the module docstring)."""
+    stream = _Stream(config, stats if stats is not None else SimulationStats())
+    yield from stream.initial_snapshots()
+    while True:
+        stream.plan_due_loads()
+        if not stream.heap:
+            break
+        yield from stream.emit_next()
 
 
 def write_simulation(

@@ -84,85 +84,36 @@ class Processes:
                     process.wait(timeout=10)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    from devtools.broker import read_state
+class _StepFailed(Exception):
+    """A demo step failed (it has said why); run() exits with `code` after stopping what it started."""
 
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     workdir = args.workdir or settings.home / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     started_broker = False
     processes = Processes()
     try:
-        if settings.kafka_bootstrap is None:
-            state = read_state(settings.home)
-            if state is None or not state.running():
-                _say("starting the local Kafka broker (first run downloads its jars with mvn)")
-                result = subprocess.run(_holdwatch("broker", "start"), env=env, check=False)
-                if result.returncode != 0:
-                    _say("the local broker did not start; see the message above")
-                    return 2
-                started_broker = True
-        # Every demo run has its own topics, consumer groups and state: it is judged on its own.
-        app_id = f"holdwatch-demo-{int(time.time())}"
-        env["HOLDWATCH_APP_ID"] = app_id
-        names = {f"topic_{n}": f"{app_id}.{n}" for n in ("emanifest", "rns", "carm", "alerts", "deadletter")}
-        env.update({f"HOLDWATCH_{key.upper()}": value for key, value in names.items()})
-        topics = subprocess.run(_holdwatch("topics", "create"), env=env, check=False)
-        if topics.returncode != 0:
-            return 2
-        settings = settings.model_copy(update={"app_id": app_id, **names})
-        log = workdir / f"{app_id}-day.jsonl.gz"
-        _say(f"simulating {args.loads} loads (seed {args.seed}) into {log}")
-        simulated = subprocess.run(
-            _holdwatch(
-                "simulate",
-                "--loads",
-                str(args.loads),
-                "--seed",
-                str(args.seed),
-                "--out",
-                str(log),
-                "--no-midway-fixes",
-            ),
-            env=env,
-            check=False,
-        )
-        if simulated.returncode != 0:
-            return 2
-        if settings.metrics_port and not port_free(settings.metrics_port, host="0.0.0.0"):
-            port = free_port()
-            _say(f"port {settings.metrics_port} is taken: the worker serves /metrics on {port} instead")
-            settings = settings.model_copy(update={"metrics_port": port})
-            env["HOLDWATCH_METRICS_PORT"] = str(port)
-        worker_log = workdir / f"{app_id}-worker.log"
-        processes.start(
-            "worker",
-            _holdwatch("worker", "--clock", "event", "--no-notifier", "--data-dir", str(workdir / app_id)),
-            env,
-            worker_log,
-        )
-        if not _wait_ready(worker_log, processes):
-            _say(f"the worker did not start; last lines of {worker_log}:")
-            print(tail(worker_log, 20), file=sys.stderr)
-            return 1
-        metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-        _say(f"worker ready (log: {worker_log}); metrics on {metrics_url}")
-        notifier_env = {**env, "HOLDWATCH_METRICS_PORT": "0"}
-        processes.start("notifier", _holdwatch("notifier", "--loglevel", "warning"), notifier_env)
-        sink = "Slack" if settings.slack_token else "the console"
-        _say(f"notifier started: alerts go to {sink}")
-        replay = subprocess.run(_holdwatch("replay", str(log), "--speed", args.speed), env=env, check=False)
-        if replay.returncode != 0:
-            _say("replay failed")
-            return 1
+        started_broker = _ensure_broker(settings, env)
+        settings = _isolate_run(settings, env)
+        log = workdir / f"{settings.app_id}-day.jsonl.gz"
+        _simulate_day(args.loads, args.seed, log, env)
+        settings = _free_metrics_port(settings, env)
+        _start_worker(processes, env, workdir, settings)
+        _start_notifier(processes, env, settings)
+        _replay(log, args.speed, env)
         _say("replay done; waiting for the pipeline to drain")
         _summarise(settings, env, processes)
         if args.keep_running:
-            _say("still running: Ctrl-C stops everything")
-            while processes.check() is None:
-                time.sleep(1)
-            _say(processes.check() or "")
+            _keep_running(processes)
         return 0
+    except _StepFailed as failed:
+        return failed.code
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
@@ -170,6 +121,93 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         processes.stop()
         if started_broker:
             subprocess.run(_holdwatch("broker", "stop"), env=env, check=False)
+
+
+def _ensure_broker(settings: Settings, env: dict[str, str]) -> bool:
+    """Start the local broker unless one is configured or running; True when this run started it."""
+    from devtools.broker import read_state
+
+    if settings.kafka_bootstrap is not None:
+        return False
+    state = read_state(settings.home)
+    if state is not None and state.running():
+        return False
+    _say("starting the local Kafka broker (first run downloads its jars with mvn)")
+    result = subprocess.run(_holdwatch("broker", "start"), env=env, check=False)
+    if result.returncode != 0:
+        _say("the local broker did not start; see the message above")
+        raise _StepFailed(2)
+    return True
+
+
+def _isolate_run(settings: Settings, env: dict[str, str]) -> Settings:
+    """Every demo run has its own topics, consumer groups and state: it is judged on its own."""
+    app_id = f"holdwatch-demo-{int(time.time())}"
+    env["HOLDWATCH_APP_ID"] = app_id
+    names = {f"topic_{n}": f"{app_id}.{n}" for n in ("emanifest", "rns", "carm", "alerts", "deadletter")}
+    env.update({f"HOLDWATCH_{key.upper()}": value for key, value in names.items()})
+    topics = subprocess.run(_holdwatch("topics", "create"), env=env, check=False)
+    if topics.returncode != 0:
+        raise _StepFailed(2)
+    return settings.model_copy(update={"app_id": app_id, **names})
+
+
+def _simulate_day(loads: int, seed: int, log: Path, env: dict[str, str]) -> None:
+    _say(f"simulating {loads} loads (seed {seed}) into {log}")
+    args = ["simulate", "--loads", str(loads), "--seed", str(seed), "--out", str(log), "--no-midway-fixes"]
+    simulated = subprocess.run(_holdwatch(*args), env=env, check=False)
+    if simulated.returncode != 0:
+        raise _StepFailed(2)
+
+
+def _free_metrics_port(settings: Settings, env: dict[str, str]) -> Settings:
+    """The configured /metrics port, or a free one when it is taken."""
+    if settings.metrics_port and not port_free(settings.metrics_port, host="0.0.0.0"):
+        port = free_port()
+        _say(f"port {settings.metrics_port} is taken: the worker serves /metrics on {port} instead")
+        env["HOLDWATCH_METRICS_PORT"] = str(port)
+        return settings.model_copy(update={"metrics_port": port})
+    return settings
+
+
+def _start_worker(processes: Processes, env: dict[str, str], workdir: Path, settings: Settings) -> None:
+    """Start the worker (event clock, no notifier) and wait until it says it is ready."""
+    app_id = settings.app_id
+    worker_log = workdir / f"{app_id}-worker.log"
+    processes.start(
+        "worker",
+        _holdwatch("worker", "--clock", "event", "--no-notifier", "--data-dir", str(workdir / app_id)),
+        env,
+        worker_log,
+    )
+    if not _wait_ready(worker_log, processes):
+        _say(f"the worker did not start; last lines of {worker_log}:")
+        print(tail(worker_log, 20), file=sys.stderr)
+        raise _StepFailed(1)
+    metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    _say(f"worker ready (log: {worker_log}); metrics on {metrics_url}")
+
+
+def _start_notifier(processes: Processes, env: dict[str, str], settings: Settings) -> None:
+    notifier_env = {**env, "HOLDWATCH_METRICS_PORT": "0"}
+    processes.start("notifier", _holdwatch("notifier", "--loglevel", "warning"), notifier_env)
+    sink = "Slack" if settings.slack_token else "the console"
+    _say(f"notifier started: alerts go to {sink}")
+
+
+def _replay(log: Path, speed: str, env: dict[str, str]) -> None:
+    replay = subprocess.run(_holdwatch("replay", str(log), "--speed", speed), env=env, check=False)
+    if replay.returncode != 0:
+        _say("replay failed")
+        raise _StepFailed(1)
+
+
+def _keep_running(processes: Processes) -> None:
+    """Until Ctrl-C, or until a child exits (then say which)."""
+    _say("still running: Ctrl-C stops everything")
+    while processes.check() is None:
+        time.sleep(1)
+    _say(processes.check() or "")
 
 
 def _wait_ready(log: Path, processes: Processes, timeout_s: float = 180.0) -> bool:
