@@ -15,6 +15,10 @@ never mistaken for stragglers of the first. Seqs are only compared, never stored
 
 Records without `hw-seq` (live traffic) are applied as they arrive.
 Ticks are recognised by the `hw-tick` header; their value is JSON (see `Tick`).
+
+A record's headers are read once, at the edge, by `parse_envelope` into an `Envelope`;
+the worker's logic reads only that value. Alert records carry the traffic and the trigger's
+timestamp (`alert_headers`, written by the worker; `parse_alert_origin`, read by the notifier).
 """
 
 from __future__ import annotations
@@ -22,9 +26,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal, NamedTuple
 
 SEQ_HEADER = "hw-seq"
 TICK_HEADER = "hw-tick"
+CONTROL_HEADER = "hw-control"
+"""On the worker's internal control topic: b"carm" (a CARM snapshot broadcast) or b"tick" (a clock tick)."""
+
+# Headers of alert records (set by the worker, read by the notifier for its latency metrics).
+TRIGGER_TS_HEADER = "hw-trigger-ts"
+"""Kafka timestamp (ms) of the record whose processing produced the alert event."""
+TRAFFIC_HEADER = "hw-traffic"
+"""b"live" or b"replay": replayed history is kept apart from live latency."""
+
+Source = Literal["emanifest", "rns", "carm", "control"]
+"""Which input a record came from (the worker's topics, by role)."""
+ControlKind = Literal["carm", "tick"]
+Traffic = Literal["live", "replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +73,108 @@ def header_value(headers: object, name: str) -> bytes | None:
             return bytes(value) if value is not None else None
     return None
 
-# Headers of alert records (set by the worker, read by the notifier for its latency metrics).
-TRIGGER_TS_HEADER = "hw-trigger-ts"
-"""Kafka timestamp (ms) of the record whose processing produced the alert event."""
-TRAFFIC_HEADER = "hw-traffic"
-"""b"live" or b"replay": replayed history is kept apart from live latency."""
+
+class Envelope(NamedTuple):
+    """What a record's headers (and, for a tick, its value) say, parsed once at the edge.
+
+    An immutable, slot-free tuple rather than a frozen dataclass: one is built per record on
+    the worker's hot path, and a tuple is three times cheaper to build.
+    """
+
+    source: Source
+    timestamp_ms: int | None
+    """The record's Kafka timestamp."""
+    seq: int | None = None
+    """Its position in the replayed log (`hw-seq`); None for live traffic (or an unreadable seq)."""
+    control: ControlKind | None = None
+    """On the control topic: what the record carries."""
+    tick: Tick | None = None
+    """A replay tick (`hw-tick` on an input topic) or a control tick, parsed from the value."""
+    tick_error: str | None = None
+    """Why a record marked as a tick has no readable `Tick` (it goes to the dead letters)."""
+    traffic: Traffic = "live"
+
+    @property
+    def is_tick(self) -> bool:
+        """Marked as a clock tick, readable or not."""
+        return self.tick is not None or self.tick_error is not None
+
+    @property
+    def replayed(self) -> bool:
+        """Stamped by `holdwatch replay` (a seq header or a replay tick)."""
+        return self.traffic == "replay"
+
+    @property
+    def trigger_ms(self) -> int | None:
+        """The Kafka timestamp an alert caused by this record is measured from (None for the
+        control topic: its records are not input)."""
+        return None if self.source == "control" else self.timestamp_ms
+
+
+def parse_envelope(
+    source: Source, headers: object, value: bytes | None, timestamp_ms: int | None
+) -> Envelope:
+    """The envelope of one record, from its Kafka headers in one pass (list of pairs or a mapping).
+
+    The first occurrence of a header counts. `hw-control` is read on the control topic only and
+    `hw-tick` everywhere else; a tick's value is parsed here, so nothing parses it twice.
+    """
+    if not headers:
+        return Envelope(source, timestamp_ms)
+    seq_raw = tick_flag = control_raw = None
+    items = headers.items() if isinstance(headers, dict) else headers
+    for key, raw in items:  # type: ignore[attr-defined]
+        if key == SEQ_HEADER:
+            seq_raw = raw if seq_raw is None else seq_raw
+        elif key == TICK_HEADER:
+            tick_flag = raw if tick_flag is None else tick_flag
+        elif key == CONTROL_HEADER:
+            control_raw = raw if control_raw is None else control_raw
+    seq = int(seq_raw) if seq_raw is not None and bytes(seq_raw).isdigit() else None
+    traffic: Traffic = "live" if seq_raw is None and tick_flag is None else "replay"
+    control: ControlKind | None = None
+    if source == "control":
+        control = "carm" if control_raw == b"carm" else "tick" if control_raw == b"tick" else None
+        if control != "tick":
+            return Envelope(source, timestamp_ms, seq, control, traffic=traffic)
+    elif tick_flag is None:
+        return Envelope(source, timestamp_ms, seq, traffic=traffic)
+    try:
+        tick = Tick.from_bytes(value or b"")
+    except (ValueError, KeyError, TypeError) as exc:
+        return Envelope(source, timestamp_ms, seq, control, tick_error=str(exc), traffic=traffic)
+    return Envelope(source, timestamp_ms, seq, control, tick, traffic=traffic)
+
+
+def control_headers(kind: ControlKind, seq: int | None = None) -> list[tuple[str, bytes]]:
+    """The headers of a control-topic record (`seq`: a replayed CARM change stays marked as replay)."""
+    headers = [(CONTROL_HEADER, b"carm" if kind == "carm" else b"tick")]
+    if seq is not None:
+        headers.append((SEQ_HEADER, str(seq).encode()))
+    return headers
+
+
+def alert_headers(trigger: Envelope) -> list[tuple[str, bytes]]:
+    """The headers of an alert record caused by the record `trigger` (read by `parse_alert_origin`)."""
+    headers = [(TRAFFIC_HEADER, b"replay" if trigger.traffic == "replay" else b"live")]
+    if trigger.trigger_ms is not None:
+        headers.append((TRIGGER_TS_HEADER, str(trigger.trigger_ms).encode()))
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOrigin:
+    """What an alert record's headers say about the record that caused it."""
+
+    traffic: Traffic = "live"
+    trigger_ms: int | None = None
+
+
+def parse_alert_origin(headers: object) -> AlertOrigin:
+    """The origin of an alert record from its headers (missing or unreadable: live, no trigger time)."""
+    trigger = header_value(headers, TRIGGER_TS_HEADER)
+    traffic = header_value(headers, TRAFFIC_HEADER)
+    return AlertOrigin(
+        traffic="replay" if traffic == b"replay" else "live",
+        trigger_ms=int(trigger) if trigger and trigger.isdigit() else None,
+    )

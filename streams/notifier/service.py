@@ -24,6 +24,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
 from alerting.notify.clock import Clock, SystemClock
@@ -35,7 +36,7 @@ from alerting.notify.metrics import NotifyMetrics, NullMetrics
 from alerting.notify.routing import load_routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
 from schemas.alerts import AlertEvent
-from schemas.envelope import TRAFFIC_HEADER, TRIGGER_TS_HEADER
+from schemas.envelope import parse_alert_origin
 from streams.settings import Settings
 
 log = logging.getLogger("holdwatch.notifier")
@@ -91,7 +92,7 @@ class KafkaLedger:
 
 async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
     """Every live entry of the ledger topic (its last value per key), read to the current end."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     from streams.kafka.config import aiokafka_config
 
@@ -139,13 +140,11 @@ async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any
 
 def origin_of(record: Any) -> Origin:
     """The alert record's Kafka timestamp and the worker's headers (trigger timestamp, traffic)."""
-    headers = dict(record.headers or ())
-    trigger = headers.get(TRIGGER_TS_HEADER)
-    traffic = headers.get(TRAFFIC_HEADER)
+    origin = parse_alert_origin(record.headers)
     return Origin(
         alert_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
-        trigger_ms=int(trigger) if trigger and trigger.isdigit() else None,
-        traffic=traffic.decode() if traffic in (b"live", b"replay") else "live",
+        trigger_ms=origin.trigger_ms,
+        traffic=origin.traffic,
     )
 
 
@@ -195,7 +194,7 @@ async def run_notifier(
     token the console sink prints instead (own ledger topic and group: a dry run). `ready` is set
     once the consumer has started.
     """
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from streams.kafka.config import aiokafka_config
 
@@ -205,7 +204,6 @@ async def run_notifier(
     # The console sink is a dry run: its own ledger and group, so switching to Slack later posts everything.
     suffix = "-console" if console else ""
     topic = ledger_topic or ledger_topic_name(settings) + suffix
-    metrics = metrics or NullMetrics()
     await ensure_notifier_topics(settings, topic)
     config = aiokafka_config(settings)
 
@@ -218,7 +216,7 @@ async def run_notifier(
         routing,
         policy=policy or delivery_policy(settings, console=console),
         clock=clock or SystemClock(),
-        metrics=metrics,
+        metrics=metrics or NullMetrics(),
     )
     consumer = AIOKafkaConsumer(
         **config,
@@ -227,64 +225,88 @@ async def run_notifier(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
-    processed: dict[Any, int] = {}
-
-    async def commit_processed() -> None:
-        if processed:
-            await ledger.flush()  # ledger first: the entries must be durable before the offsets move
-            await consumer.commit(dict(processed))
-            processed.clear()
-
-    loaded: set[int] = set()  # input partitions whose lifecycles are loaded from the ledger
-
-    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            await commit_processed()
-            gone = {tp.partition for tp in revoked}
-            delivery.forget_partitions(gone)
-            loaded.difference_update(gone)
-
-        async def on_partitions_assigned(self, assigned: Any) -> None:
-            pass  # loaded in the poll loop, before any record of a new partition is accepted
-
-    async def load_new_partitions() -> None:
-        new = {tp.partition for tp in consumer.assignment()} - loaded
-        if new:
-            entries = await read_ledger(settings, topic)
-            pending = delivery.restore(entries, partitions=new)
-            loaded.update(new)
-            log.info(
-                "notifier: partitions %s loaded from the ledger, %d Slack changes pending",
-                sorted(new),
-                pending,
-            )
-
-    await consumer.start()
-    consumer.subscribe([settings.topic_alerts], listener=Rebalance())
-    deliver = asyncio.create_task(delivery.run(stop), name="slack-delivery")
-    if ready is not None:
-        ready.set()
+    service = _Service(settings, topic, consumer, ledger, delivery)
     try:
-        while not stop.is_set():
-            if deliver.done():
-                deliver.result()  # surface a crash of the delivery loop
-                break
-            batch = await consumer.getmany(timeout_ms=500, max_records=500)
-            await load_new_partitions()
-            for tp, records in batch.items():
-                for record in records:
-                    alert = decode_alert(record.value)
-                    if alert is not None:
-                        await delivery.accept(alert, partition=tp.partition, origin=origin_of(record))
-                    processed[TopicPartition(tp.topic, tp.partition)] = record.offset + 1
-            await commit_processed()
+        await service.run(stop, ready)
     finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(deliver, 10)
+        await producer.stop()
+
+
+class _Service:
+    """The consume → accept → flush ledger → commit loop of one notifier, with its rebalances."""
+
+    def __init__(
+        self, settings: Settings, ledger_topic: str, consumer: Any, ledger: KafkaLedger, delivery: Delivery
+    ) -> None:
+        self.settings, self.ledger_topic = settings, ledger_topic
+        self.consumer, self.ledger, self.delivery = consumer, ledger, delivery
+        self.processed: dict[Any, int] = {}  # partition -> next offset to commit
+        self.loaded: set[int] = set()  # input partitions whose lifecycles are loaded from the ledger
+
+    async def commit_processed(self) -> None:
+        if self.processed:
+            await self.ledger.flush()  # ledger first: the entries must be durable before the offsets move
+            await self.consumer.commit(dict(self.processed))
+            self.processed.clear()
+
+    async def partitions_revoked(self, revoked: Any) -> None:
+        await self.commit_processed()
+        gone = {tp.partition for tp in revoked}
+        self.delivery.forget_partitions(gone)
+        self.loaded.difference_update(gone)
+
+    async def load_new_partitions(self) -> None:
+        """Before any record of a newly assigned partition is accepted, load its lifecycles."""
+        new = {tp.partition for tp in self.consumer.assignment()} - self.loaded
+        if new:
+            entries = await read_ledger(self.settings, self.ledger_topic)
+            pending = self.delivery.restore(entries, partitions=new)
+            self.loaded.update(new)
+            log.info("notifier: partitions %s loaded from the ledger, %d Slack changes pending",
+                     sorted(new), pending)  # fmt: skip
+
+    async def accept_batch(self, batch: Mapping[Any, list[Any]]) -> None:
+        for tp, records in batch.items():
+            for record in records:
+                alert = decode_alert(record.value)
+                if alert is not None:
+                    await self.delivery.accept(alert, partition=tp.partition, origin=origin_of(record))
+                self.processed[TopicPartition(tp.topic, tp.partition)] = record.offset + 1
+        await self.commit_processed()
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+        await self.consumer.start()
+        self.consumer.subscribe([self.settings.topic_alerts], listener=_Rebalance(self))
+        deliver = asyncio.create_task(self.delivery.run(stop), name="slack-delivery")
+        if ready is not None:
+            ready.set()
         try:
-            await commit_processed()
-            await ledger.flush()
+            while not stop.is_set():
+                if deliver.done():
+                    deliver.result()  # surface a crash of the delivery loop
+                    break
+                batch = await self.consumer.getmany(timeout_ms=500, max_records=500)
+                await self.load_new_partitions()
+                await self.accept_batch(batch)
         finally:
-            await consumer.stop()
-            await producer.stop()
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(deliver, 10)
+            try:
+                await self.commit_processed()
+                await self.ledger.flush()
+            finally:
+                await self.consumer.stop()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit and forget a revoked partition's lifecycles; assigned ones load in the poll loop."""
+
+    def __init__(self, service: _Service) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.service.partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass  # loaded in the poll loop, before any record of a new partition is accepted

@@ -1,7 +1,7 @@
 """Merges the CCN-keyed input topics of one partition back into the log's order.
 
 Replay stamps records with their position in the log (`hw-seq`) and sends ticks
-(streams/protocol.py). Kafka keeps order only per topic-partition, so records of
+(schemas/envelope.py). Kafka keeps order only per topic-partition, so records of
 emanifest[p] and rns[p] can arrive interleaved in any way; this merge releases
 them in seq order. An item is released once every other topic is known to hold
 nothing earlier: it has delivered a later record, or a tick beyond it.
@@ -44,12 +44,6 @@ class SeqAligner(Generic[Item]):
         heap = self._heap
         while heap and self._ready(heap[0][0], heap[0][1], heap[0][3]):
             out.append(heapq.heappop(heap)[4])
-        return out
-
-    def drain(self) -> list[Item]:
-        """Everything still held, in order (used when a partition is given up)."""
-        out = [entry[4] for entry in sorted(self._heap, key=lambda e: e[:3])]
-        self._heap.clear()
         return out
 
     def __len__(self) -> int:

@@ -8,6 +8,11 @@ Agents
   valid snapshots (and tombstones) to every control partition.
 - a timer sends wall-clock ticks to the control partitions this worker owns
   (`--clock wall`); with `--clock event` time comes from the records and replay ticks.
+
+Pieces: `WorkerTopology` (topics and tables), `Partitions` (a processor per owned partition),
+`AlertEmitter` (alerts, dead letters, their metrics), `AckBatcher` (batcher.py: write-behind,
+ack after write) and one small function per agent or timer. Headers are read only by
+`schemas.envelope.parse_envelope`, once per record as it enters (`_record_of`, the CARM agent).
 """
 
 from __future__ import annotations
@@ -23,25 +28,19 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from alerting.engine.config import Thresholds
 from schemas.alerts import AlertEvent
 from schemas.deadletter import encode_dead_letter, make_dead_letter
 from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
-from schemas.envelope import SEQ_HEADER, TRAFFIC_HEADER, TRIGGER_TS_HEADER, Tick, header_value
+from schemas.envelope import Envelope, Tick, alert_headers, control_headers, parse_envelope
 from streams.kafka.config import faust_broker_settings
 from streams.kafka.topics import control_topic
+from streams.notifier.telemetry import NotifierMetrics
 from streams.settings import Settings
-from streams.worker.processor import (
-    CONTROL_HEADER,
-    ClockMode,
-    Output,
-    PartitionProcessor,
-    RawRecord,
-    Source,
-    is_replayed,
-    is_tick,
-)
+from streams.worker.batcher import AckBatcher
+from streams.worker.processor import ClockMode, Output, PartitionProcessor, RawRecord, Source
 from streams.worker.tables import carm_view, define_tables, shipment_view
-from streams.worker.telemetry import NotifierPrometheus, PipelineMetrics, port_label
+from streams.worker.telemetry import WorkerMetrics, port_label
 
 log = logging.getLogger("holdwatch.worker")
 
@@ -53,6 +52,171 @@ class WorkerStats:
     dead_letters: int = 0
     errors: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTopology:
+    """The worker's topics and tables. Topic and table names are the deployment's contract."""
+
+    inputs: Any
+    """emanifest + rns + control, co-partitioned: the `shipments` agent's stream."""
+    control: Any
+    carm: Any
+    alerts: Any
+    dead_letters: Any
+    shipments_table: Any
+    carm_table: Any
+    control_name: str
+    sources: dict[str, Source]
+    """Topic name → the role of its records."""
+
+    def topic_of(self, source: Source) -> str:
+        return next(topic for topic, role in self.sources.items() if role == source)
+
+
+def define_topology(app: faust.App, settings: Settings) -> WorkerTopology:
+    def raw_topic(*names: str, partitions: int | None = None) -> Any:
+        return app.topic(*names, partitions=partitions, key_serializer="raw", value_serializer="raw")
+
+    control_name = control_topic(settings)
+    inputs = raw_topic(settings.topic_emanifest, settings.topic_rns, control_name)
+    control = raw_topic(control_name, partitions=settings.partitions)
+    carm, alerts = raw_topic(settings.topic_carm), raw_topic(settings.topic_alerts)
+    dead_letters = raw_topic(settings.topic_deadletter)
+    shipments_table, carm_table = define_tables(app, settings.partitions)
+    sources: dict[str, Source] = {
+        settings.topic_emanifest: "emanifest",
+        settings.topic_rns: "rns",
+        control_name: "control",
+        settings.topic_carm: "carm",
+    }
+    return WorkerTopology(
+        inputs, control, carm, alerts, dead_letters, shipments_table, carm_table, control_name, sources
+    )
+
+
+class Partitions:
+    """This worker's partition processors: made on a partition's first record, dropped on revoke."""
+
+    def __init__(self, topology: WorkerTopology, thresholds: Thresholds, clock: ClockMode) -> None:
+        self._topology = topology
+        self._thresholds = thresholds
+        self._clock = clock
+        self._processors: dict[int, PartitionProcessor] = {}
+
+    def get(self, partition: int) -> PartitionProcessor:
+        found = self._processors.get(partition)
+        if found is None:
+            found = PartitionProcessor(
+                partition,
+                self._thresholds,
+                shipment_view(self._topology.shipments_table, partition),
+                carm_view(self._topology.carm_table, partition),
+                self._clock,
+            )
+            self._processors[partition] = found
+        return found
+
+    def flush(self, partition: int) -> None:
+        found = self._processors.get(partition)
+        if found is not None:
+            found.flush()
+
+    def keep_only(self, keep: set[int]) -> list[int]:
+        """Drop the processors of partitions no longer assigned (their records go to the new owner)."""
+        dropped = [partition for partition in self._processors if partition not in keep]
+        for partition in dropped:
+            del self._processors[partition]
+        return dropped
+
+    def all(self) -> list[PartitionProcessor]:
+        return list(self._processors.values())
+
+
+class AlertEmitter:
+    """Sends what processing produced: alert events (with their origin headers), dead letters,
+    and the per-alert and per-record metrics."""
+
+    def __init__(self, topology: WorkerTopology, stats: WorkerStats, metrics: WorkerMetrics) -> None:
+        self._topology = topology
+        self._stats = stats
+        self._metrics = metrics
+
+    async def emit(self, out: Output) -> None:
+        now = time.time()
+        for alert, trigger in zip(out.alerts, out.triggers, strict=True):
+            await self._topology.alerts.send(
+                key=alert.ccn.encode(),
+                value=alert.model_dump_json(exclude_none=True).encode(),
+                timestamp=now,
+                headers=alert_headers(trigger.envelope),
+            )
+            self._observe(alert, trigger.envelope, now)
+        self._stats.alerts += len(out.alerts)
+        for record, event_type in out.applied:
+            self._metrics.events_consumed.labels(record.source, event_type).inc()
+        for rejected, record in out.rejected:
+            await self.dead_letter(rejected, record)
+
+    async def dead_letter(self, rejected: Rejected, record: RawRecord) -> None:
+        self._metrics.dead_letters.labels(str(rejected.reason)).inc()
+        letter = make_dead_letter(
+            rejected,
+            topic=self._topology.topic_of(record.source),
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_ms=record.timestamp_ms,
+            now=datetime.now(UTC),
+        )
+        self._stats.dead_letters += 1
+        await self._topology.dead_letters.send(key=record.key, value=encode_dead_letter(letter))
+
+    def _observe(self, alert: AlertEvent, trigger: Envelope, now: float) -> None:
+        metrics = self._metrics
+        port = port_label(alert.port_of_entry)
+        metrics.alert_events.labels(alert.action, alert.severity or "none", port).inc()
+        for detail in alert.details:
+            metrics.alert_rules.labels(detail.code, detail.severity).inc()
+        if alert.action == "raised" and alert.eta is not None:
+            lead = (alert.eta - alert.at).total_seconds()
+            metrics.alert_lead_time.labels(alert.severity or "none", trigger.traffic).observe(max(0.0, lead))
+        metrics.event_to_alert.labels(trigger.traffic).observe(max(0.0, now - alert.at.timestamp()))
+        if trigger.trigger_ms is not None:
+            metrics.kafka_to_alert.labels(trigger.traffic).observe(max(0.0, now - trigger.trigger_ms / 1000))
+
+
+@dataclass
+class Worker:
+    """What the agents and timers share."""
+
+    settings: Settings
+    topology: WorkerTopology
+    partitions: Partitions
+    emitter: AlertEmitter
+    batcher: AckBatcher[RawRecord]
+    stats: WorkerStats
+    metrics: WorkerMetrics
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def seen(self, topic: str, partition: int, offset: int, *, is_input: bool) -> None:
+        self.last_offsets[(topic, partition)] = offset
+        if is_input:  # ticks are not input: HoldwatchNoInput must see silence
+            self.metrics.last_input.set_to_current_time()
+
+    def apply(self, record: RawRecord) -> Output:
+        """Run one record through its partition; a failure dead-letters it (and it counts as done)."""
+        out = Output()
+        try:
+            self.partitions.get(record.partition).on_record(record, out)
+        except Exception as exc:
+            self.stats.errors += 1
+            topic = self.topology.topic_of(record.source)
+            log.exception("failed to apply %s[%d]@%d", topic, record.partition, record.offset)
+            out.rejected.append((Rejected(DeadLetterReason.INTERNAL_ERROR, repr(exc)[:300]), record))
+            out.done.append(record)
+        return out
 
 
 def build_app(
@@ -67,8 +231,30 @@ def build_app(
     flush_every: int = 500,
     flush_after_s: float = 0.5,
 ) -> faust.App:
-    store_name = store or settings.store
-    app = faust.App(
+    app = _faust_app(settings, data_dir, store or settings.store)
+    topology = define_topology(app, settings)
+    stats = WorkerStats()
+    metrics = _telemetry(app, settings, registry, with_notifier=with_notifier)
+    app.holdwatch_stats = stats  # type: ignore[attr-defined]
+    app.holdwatch_metrics = metrics  # type: ignore[attr-defined]
+    partitions = Partitions(topology, settings.thresholds(), clock)
+    batcher: AckBatcher[RawRecord] = AckBatcher(
+        partitions.flush, flush_every=flush_every, flush_after_s=flush_after_s
+    )
+    emitter = AlertEmitter(topology, stats, metrics)
+    worker = Worker(settings, topology, partitions, emitter, batcher, stats, metrics)
+    _on_rebalance(app, worker)
+    _shipments_agent(app, worker)
+    _carm_agent(app, worker)
+    if clock == "wall":
+        _wall_clock(app, worker, wall_tick_s)
+    _gauges(app, worker)
+    _heartbeat(app, worker)
+    return app
+
+
+def _faust_app(settings: Settings, data_dir: Path, store_name: str) -> faust.App:
+    return faust.App(
         settings.app_id,
         **faust_broker_settings(settings),
         store="rocksdb://" if store_name == "rocksdb" else "memory://",
@@ -83,178 +269,60 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
     )
-    thresholds = settings.thresholds()
-    control_name = control_topic(settings)
-    sources: dict[str, Source] = {
-        settings.topic_emanifest: "emanifest",
-        settings.topic_rns: "rns",
-        control_name: "control",
-    }
-    inputs = app.topic(
-        settings.topic_emanifest,
-        settings.topic_rns,
-        control_name,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    control = app.topic(
-        control_name, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
-    )
-    carm_topic = app.topic(settings.topic_carm, key_serializer="raw", value_serializer="raw")
-    alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
-    dead_letters = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
-    shipments_table, carm_table = define_tables(app, settings.partitions)
-    processors: dict[int, PartitionProcessor] = {}
-    stats = WorkerStats()
-    metrics = PipelineMetrics(registry or CollectorRegistry())
-    app.holdwatch_stats = stats  # type: ignore[attr-defined]
-    app.holdwatch_metrics = metrics  # type: ignore[attr-defined]
-    last_offsets: dict[tuple[str, int], int] = {}
 
-    # Write-behind: a partition's changed states are written to the table (its changelog) in
-    # batches, and the records that changed them are acked only after that write, so a commit
-    # never covers a change that is not in the changelog. Alerts are sent at once.
-    unacked: dict[int, list[RawRecord]] = {}
-    unacked_since: dict[int, float] = {}
 
-    def processor(partition: int) -> PartitionProcessor:
-        found = processors.get(partition)
-        if found is None:
-            found = PartitionProcessor(
-                partition,
-                thresholds,
-                shipment_view(shipments_table, partition),
-                carm_view(carm_table, partition),
-                clock,
-            )
-            processors[partition] = found
-        return found
-
+def _on_rebalance(app: faust.App, worker: Worker) -> None:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        keep = {tp.partition for tp in assigned if tp.topic == control_name}
-        for partition in list(processors):
-            if partition not in keep:
-                del processors[partition]  # its records are redelivered to the new owner
-                unacked.pop(partition, None)  # never ack what this worker did not write
+        keep = {tp.partition for tp in assigned if tp.topic == worker.topology.control_name}
+        for partition in worker.partitions.keep_only(keep):
+            worker.batcher.revoke(partition)  # never ack what this worker did not write
 
-    async def send_dead_letter(rejected: Rejected, record: RawRecord, topic: str) -> None:
-        letter = make_dead_letter(
-            rejected,
-            topic=topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            timestamp_ms=record.timestamp_ms,
-            now=datetime.now(UTC),
-        )
-        stats.dead_letters += 1
-        await dead_letters.send(key=record.key, value=encode_dead_letter(letter))
 
-    def observe(alert: AlertEvent, trigger: RawRecord, now: float) -> None:
-        port = port_label(alert.port_of_entry)
-        metrics.alert_events.labels(alert.action, alert.severity or "none", port).inc()
-        for detail in alert.details:
-            metrics.alert_rules.labels(detail.code, detail.severity).inc()
-        traffic = "replay" if is_replayed(trigger) else "live"
-        if alert.action == "raised" and alert.eta is not None:
-            lead = (alert.eta - alert.at).total_seconds()
-            metrics.alert_lead_time.labels(alert.severity or "none", traffic).observe(max(0.0, lead))
-        metrics.event_to_alert.labels(traffic).observe(max(0.0, now - alert.at.timestamp()))
-        if trigger.timestamp_ms is not None and trigger.source != "control":
-            metrics.kafka_to_alert.labels(traffic).observe(max(0.0, now - trigger.timestamp_ms / 1000))
+def _record_of(event: Any, sources: dict[str, Source]) -> RawRecord:
+    """The record of a Faust event, its envelope parsed (the only place headers are read)."""
+    message = event.message
+    timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
+    envelope = parse_envelope(sources[message.topic], message.headers, message.value, timestamp_ms)
+    return RawRecord(message.partition, message.offset, message.key, message.value, envelope, event)
 
-    async def emit(out: Output, topic_of: dict[Source, str]) -> None:
-        now = time.time()
-        for alert, trigger in zip(out.alerts, out.triggers, strict=True):
-            headers = [(TRAFFIC_HEADER, b"replay" if is_replayed(trigger) else b"live")]
-            if trigger.timestamp_ms is not None and trigger.source != "control":
-                headers.append((TRIGGER_TS_HEADER, str(trigger.timestamp_ms).encode()))
-            await alerts.send(
-                key=alert.ccn.encode(),
-                value=alert.model_dump_json(exclude_none=True).encode(),
-                timestamp=now,
-                headers=headers,
-            )
-            observe(alert, trigger, now)
-        stats.alerts += len(out.alerts)
-        for record, event_type in out.applied:
-            metrics.events_consumed.labels(record.source, event_type).inc()
-        for rejected, record in out.rejected:
-            metrics.dead_letters.labels(str(rejected.reason)).inc()
-            await send_dead_letter(rejected, record, topic_of[record.source])
 
-    source_topic = {source: topic for topic, source in sources.items()}
+def _shipments_agent(app: faust.App, worker: Worker) -> None:
+    """Records are acked by the batcher, once the states they changed are written."""
 
-    def settle(partition: int, record: RawRecord, done: list[RawRecord]) -> None:
-        waiting = unacked.setdefault(partition, [])
-        if not waiting:
-            unacked_since[partition] = time.monotonic()
-        waiting += done
-        if (
-            len(waiting) >= flush_every
-            or record.source == "control"
-            or time.monotonic() - unacked_since[partition] >= flush_after_s
-            or is_tick(record)
-        ):
-            found = processors.get(partition)
-            if found is not None:
-                found.flush()
-            for finished in waiting:
-                finished.handle.ack()
-            waiting.clear()
-
-    @app.agent(inputs, name="shipments", concurrency=1)
+    @app.agent(worker.topology.inputs, name="shipments", concurrency=1)
     async def process_shipments(stream: Any) -> None:
+        sources = worker.topology.sources
         async for event in stream.noack().events():
-            message = event.message
-            record = RawRecord(
-                sources[message.topic],
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                message.headers,
-                int(message.timestamp * 1000) if message.timestamp else None,
-                event,
-            )
-            stats.records += 1
-            last_offsets[(message.topic, message.partition)] = message.offset
-            if record.source != "control":  # ticks are not input: HoldwatchNoInput must see silence
-                metrics.last_input.set_to_current_time()
-            out = Output()
-            try:
-                processor(message.partition).on_record(record, out)
-            except Exception as exc:
-                stats.errors += 1
-                log.exception("failed to apply %s[%d]@%d", message.topic, message.partition, message.offset)
-                out.rejected.append((Rejected(DeadLetterReason.INTERNAL_ERROR, repr(exc)[:300]), record))
-                out.done.append(record)
-            await emit(out, source_topic)
-            settle(message.partition, record, out.done)
+            record = _record_of(event, sources)
+            worker.stats.records += 1
+            is_input = record.source != "control"
+            worker.seen(event.message.topic, record.partition, record.offset, is_input=is_input)
+            out = worker.apply(record)
+            await worker.emitter.emit(out)
+            worker.batcher.settle(record.partition, record.envelope, out.done)
 
-    @app.agent(carm_topic, name="carm", concurrency=1)
+
+def _carm_agent(app: faust.App, worker: Worker) -> None:
+    """Dead-letters bad CARM records and broadcasts valid ones to every control partition."""
+    partitions = worker.settings.partitions
+
+    @app.agent(worker.topology.carm, name="carm", concurrency=1)
     async def broadcast_carm(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
             result = decode(TopicKind.CARM, message.key, message.value)
-            last_offsets[(message.topic, message.partition)] = message.offset
-            metrics.last_input.set_to_current_time()
+            worker.seen(message.topic, message.partition, message.offset, is_input=True)
             if isinstance(result, Rejected):
-                metrics.dead_letters.labels(str(result.reason)).inc()
-                record = RawRecord(
-                    "control", message.partition, message.offset, message.key, message.value, None, None
-                )
-                await send_dead_letter(result, record, settings.topic_carm)
+                origin = Envelope("carm", None)  # as before the envelope: no timestamp in the letter
+                record = RawRecord(message.partition, message.offset, message.key, message.value, origin)
+                await worker.emitter.dead_letter(result, record)
                 continue
             assert isinstance(result, Decoded)
-            headers = [(CONTROL_HEADER, b"carm")]
-            seq = header_value(message.headers, SEQ_HEADER)
-            if seq is not None:
-                headers.append((SEQ_HEADER, seq))  # a replayed change stays marked as replay
-            for partition in range(settings.partitions):
-                await control.send(
+            envelope = parse_envelope("carm", message.headers, None, None)
+            headers = control_headers("carm", envelope.seq)
+            for partition in range(partitions):
+                await worker.topology.control.send(
                     key=result.key.encode(),
                     value=message.value,
                     partition=partition,
@@ -262,30 +330,47 @@ def build_app(
                     headers=headers,
                 )
 
-    if clock == "wall":
 
-        @app.timer(interval=wall_tick_s)  # type: ignore[untyped-decorator]
-        async def wall_clock() -> None:
-            now = datetime.now(UTC)
-            tick = Tick(0, now).to_bytes()
-            for tp in app.consumer.assignment():
-                if tp.topic == control_name:
-                    await control.send(
-                        key=None, value=tick, partition=tp.partition, headers=[(CONTROL_HEADER, b"tick")]
-                    )
+def _wall_clock(app: faust.App, worker: Worker, interval_s: float) -> None:
+    """Ticks to the control partitions this worker owns (`--clock wall`)."""
+    control_name = worker.topology.control_name
 
+    @app.timer(interval=interval_s)  # type: ignore[untyped-decorator]
+    async def wall_clock() -> None:
+        tick = Tick(0, datetime.now(UTC)).to_bytes()
+        for tp in app.consumer.assignment():
+            if tp.topic == control_name:
+                await worker.topology.control.send(
+                    key=None, value=tick, partition=tp.partition, headers=control_headers("tick")
+                )
+
+
+def _telemetry(
+    app: faust.App, settings: Settings, registry: CollectorRegistry | None, *, with_notifier: bool
+) -> WorkerMetrics:
+    """The worker's metric families; with the notifier in this process, its task and families."""
+    metrics = WorkerMetrics(registry or CollectorRegistry())
     if with_notifier:
         notifier_stop = asyncio.Event()
+        # Registered now, beside the worker's families, so the first scrape already has them.
+        notifier_metrics = NotifierMetrics(metrics.registry)
 
         @app.task  # type: ignore[untyped-decorator]
         async def notifier() -> None:
             from streams.notifier.service import run_notifier
 
-            await run_notifier(settings, stop=notifier_stop, metrics=NotifierPrometheus(metrics))
+            await run_notifier(settings, stop=notifier_stop, metrics=notifier_metrics)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _stop_notifier(sender: Any, **_: Any) -> None:
             notifier_stop.set()
+
+    return metrics
+
+
+def _gauges(app: faust.App, worker: Worker) -> None:
+    """Lag, states and open alerts, recomputed from the partitions every 5 s (never drift)."""
+    metrics = worker.metrics
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def gauges() -> None:
@@ -294,24 +379,30 @@ def build_app(
             highwater = app.consumer.highwater(tp)
             if highwater is None or tp.topic.endswith("-changelog"):
                 continue
-            seen = last_offsets.get((tp.topic, tp.partition), -1)
+            seen = worker.last_offsets.get((tp.topic, tp.partition), -1)
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - seen - 1)
         for topic, value in lag.items():
             metrics.consumer_lag.labels(topic).set(value)
-        metrics.shipments.set(sum(len(p.runner.shipments) for p in processors.values()))
+        processors = worker.partitions.all()
+        metrics.shipments.set(sum(len(p.runner.shipments) for p in processors))
         open_now: dict[tuple[str, str], int] = {}
-        for found in processors.values():
+        for found in processors:
             for (port, severity), count in found.open_alerts().items():
                 key = (port_label(port), severity)
                 open_now[key] = open_now.get(key, 0) + count
         metrics.set_open_alerts(open_now)
-        metrics.importers.set(max((len(p.runner.carm) for p in processors.values()), default=0))
-        metrics.pending_deadlines.set(sum(p.runner.pending_deadlines() for p in processors.values()))
-        metrics.held_for_order.set(sum(p.held() for p in processors.values()))
+        metrics.importers.set(max((len(p.runner.carm) for p in processors), default=0))
+        metrics.pending_deadlines.set(sum(p.runner.pending_deadlines() for p in processors))
+        metrics.held_for_order.set(sum(p.held() for p in processors))
+
+
+def _heartbeat(app: faust.App, worker: Worker) -> None:
+    stats = worker.stats
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
-        held = sum(p.held() for p in processors.values())
+        processors = worker.partitions.all()
+        held = sum(p.held() for p in processors)
         elapsed = time.monotonic() - stats.started
         log.info(
             "holdwatch: %d records (%.0f/s), %d alert events, %d dead letters, %d held for order, "
@@ -323,5 +414,3 @@ def build_app(
             held,
             len(processors),
         )
-
-    return app

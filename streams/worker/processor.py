@@ -6,43 +6,52 @@ over a store-backed view of p's states, plus a `SeqAligner` that restores the lo
 order across the two CCN-keyed topics. CARM snapshots reach every partition through
 the control topic, so each partition judges its loads against its own copy.
 
-The Faust shell (streams/app.py) feeds records in, sends what comes out, and acks
+The Faust shell (streams/worker/app.py) feeds records in, sends what comes out, and acks
 a record only once it has been applied (records held by the aligner wait).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from alerting.engine.config import Thresholds
+from alerting.engine.ingest import ingest
 from alerting.engine.runner import EventTimeRunner
 from alerting.engine.state import ShipmentState
 from schemas.alerts import AlertEvent
 from schemas.carm import CarmSnapshot
 from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
-from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, header_value
+from schemas.envelope import Envelope, Source, Tick
 from streams.worker.aligner import SeqAligner
 
-CONTROL_HEADER = "hw-control"
-"""On the internal control topic: b"carm" (a CARM snapshot broadcast) or b"tick" (a clock tick)."""
+__all__ = ["ClockMode", "Output", "PartitionProcessor", "RawRecord", "Source"]
 
-Source = Literal["emanifest", "rns", "control"]
 ClockMode = Literal["wall", "event"]
 
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    source: Source
+    """One consumed record: its bytes, its parsed envelope and the shell's handle (to ack it)."""
+
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Any
-    timestamp_ms: int | None
+    envelope: Envelope
     handle: Any = None
+
+    @property
+    def source(self) -> Source:
+        return self.envelope.source
+
+    @property
+    def timestamp_ms(self) -> int | None:
+        return self.envelope.timestamp_ms
+
+    def ack(self) -> None:
+        self.handle.ack()
 
 
 @dataclass(slots=True)
@@ -59,21 +68,6 @@ class Output:
         if alerts:
             self.alerts += alerts
             self.triggers += [trigger] * len(alerts)
-
-
-def is_tick(record: RawRecord) -> bool:
-    return header_value(record.headers, TICK_HEADER) is not None
-
-
-def is_replayed(record: RawRecord) -> bool:
-    """Stamped by `holdwatch replay` (a seq header or a replay tick)."""
-    return (
-        header_value(record.headers, SEQ_HEADER) is not None
-        or header_value(record.headers, TICK_HEADER) is not None
-    )
-
-
-StoreFactory = Callable[[int], tuple[MutableMapping[str, ShipmentState], MutableMapping[str, CarmSnapshot]]]
 
 
 class PartitionProcessor:
@@ -94,20 +88,19 @@ class PartitionProcessor:
         self.runner.rebuild_index()
 
     def on_record(self, record: RawRecord, out: Output) -> None:
-        tick_flag = header_value(record.headers, TICK_HEADER)
-        if record.source == "control":
+        envelope = record.envelope
+        if envelope.source == "control":
             self._apply(record, out)
             out.done.append(record)
             return
-        seq_raw = header_value(record.headers, SEQ_HEADER)
-        if tick_flag is not None:
-            tick = _parse_tick(record, out)
+        if envelope.is_tick:
+            tick = _tick_of(record, out)
             if tick is None:
                 out.done.append(record)
                 return
-            self.aligner.push(record.source, tick.seq, record, is_tick=True)
-        elif seq_raw is not None and seq_raw.isdigit():
-            self.aligner.push(record.source, int(seq_raw), record)
+            self.aligner.push(envelope.source, tick.seq, record, is_tick=True)
+        elif envelope.seq is not None:
+            self.aligner.push(envelope.source, envelope.seq, record)
         else:
             self._apply(record, out)  # live traffic: applied as it comes
             out.done.append(record)
@@ -117,45 +110,37 @@ class PartitionProcessor:
             out.done.append(ready)
 
     def _apply(self, record: RawRecord, out: Output) -> None:
-        runner = self.runner
-        if record.source == "control":
-            kind = header_value(record.headers, CONTROL_HEADER)
-            if kind == b"tick":
-                tick = _parse_tick(record, out)
+        envelope = record.envelope
+        if envelope.source == "control":
+            if envelope.control == "tick":
+                tick = _tick_of(record, out)
                 if tick is not None:
-                    out.add_alerts(runner.advance(tick.time, inclusive=True), record)
-            elif kind == b"carm":
+                    out.add_alerts(self.runner.advance(tick.time, inclusive=True), record)
+            elif envelope.control == "carm":
                 self._apply_carm(record, out)
             return
-        if header_value(record.headers, TICK_HEADER) is not None:
-            tick = _parse_tick(record, out)
-            if tick is not None and self.clock == "event":
-                out.add_alerts(runner.advance(tick.time, inclusive=tick.final), record)
+        if envelope.tick is not None:  # a replay tick (unreadable ones never reach the aligner)
+            if self.clock == "event":
+                tick = envelope.tick
+                out.add_alerts(self.runner.advance(tick.time, inclusive=tick.final), record)
             return
-        kind_of = TopicKind.EMANIFEST if record.source == "emanifest" else TopicKind.RNS
+        kind_of = TopicKind.EMANIFEST if envelope.source == "emanifest" else TopicKind.RNS
         result = decode(kind_of, record.key, record.value)
         if isinstance(result, Rejected):
             out.rejected.append((result, record))
             return
-        event = result.event
-        assert event is not None and not isinstance(event, CarmSnapshot)
-        out.applied.append((record, event.event_type))
-        out.add_alerts(runner.on_shipment_event(event), record)
+        self._ingest(result, record, out)
 
     def _apply_carm(self, record: RawRecord, out: Output) -> None:
         # Validated by the CARM agent before the broadcast; decoded again here from the same bytes.
         result = decode(TopicKind.CARM, record.key, record.value)
-        if not isinstance(result, Decoded):
-            return
-        snapshot = result.event
-        out.applied.append((record, "carm_snapshot" if snapshot is not None else "carm_tombstone"))
-        if isinstance(snapshot, CarmSnapshot):
-            out.add_alerts(self.runner.on_carm(result.key, snapshot, snapshot.occurred_at), record)
-        elif snapshot is None:
-            ms = record.timestamp_ms
-            at = datetime.fromtimestamp(ms / 1000, tz=UTC) if ms is not None else self.runner.clock
-            if at is not None:
-                out.add_alerts(self.runner.on_carm(result.key, None, at), record)
+        if isinstance(result, Decoded):
+            self._ingest(result, record, out)
+
+    def _ingest(self, decoded: Decoded, record: RawRecord, out: Output) -> None:
+        done = ingest(self.runner, decoded, record.timestamp_ms)
+        out.applied.append((record, done.event_type))
+        out.add_alerts(done.alerts, record)
 
     def held(self) -> int:
         return len(self.aligner)
@@ -177,9 +162,10 @@ class PartitionProcessor:
         return counts
 
 
-def _parse_tick(record: RawRecord, out: Output) -> Tick | None:
-    try:
-        return Tick.from_bytes(record.value or b"")
-    except (ValueError, KeyError, TypeError) as exc:
-        out.rejected.append((Rejected(DeadLetterReason.INVALID_VALUE, f"bad clock tick: {exc}"), record))
-        return None
+def _tick_of(record: RawRecord, out: Output) -> Tick | None:
+    """The record's tick; an unreadable one is dead-lettered."""
+    envelope = record.envelope
+    if envelope.tick is None:
+        detail = f"bad clock tick: {envelope.tick_error}"
+        out.rejected.append((Rejected(DeadLetterReason.INVALID_VALUE, detail), record))
+    return envelope.tick

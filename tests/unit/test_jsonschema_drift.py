@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from streams.cli import schemas as schemas_command
 
 from schemas.jsonschema import JSON_DIR, drifted, export, rendered_files
+from streams.cli import schemas as schemas_command
 
 TOPIC_FILES = {
     "emanifest.events.json",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import random
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,11 @@ from kafka.partitioner.default import murmur2
 
 from schemas.alerts import AlertEvent
 from schemas.decode import topic_kinds
-from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick
+from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, control_headers, parse_envelope
 from schemas.eventlog import LogRecord, read_log
 from streams.backtest import run_backtest
 from streams.settings import Settings
-from streams.worker.processor import CONTROL_HEADER, Output, PartitionProcessor, RawRecord
+from streams.worker.processor import Output, PartitionProcessor, RawRecord, Source
 
 PARTITIONS = 3
 KINDS = topic_kinds("emanifest.events", "rns.events", "carm.readiness")
@@ -60,15 +59,20 @@ def _pipeline(path: Path, seed: int, tick_every: int) -> list[AlertEvent]:
         key = record.key.encode() if record.key is not None else None
         if record.topic == "carm.readiness":
             for p in range(PARTITIONS):  # the CARM agent's broadcast, before any shipment event
-                processors[p].on_record(
-                    RawRecord("control", p, 0, key, value, [(CONTROL_HEADER, b"carm")], record.timestamp), out
-                )
+                envelope = parse_envelope("control", control_headers("carm"), value, record.timestamp)
+                processors[p].on_record(RawRecord(p, 0, key, value, envelope), out)
             continue
         seq += 1
-        source = "emanifest" if record.topic == "emanifest.events" else "rns"
+        source: Source = "emanifest" if record.topic == "emanifest.events" else "rns"
         p = _partition(record.key or "")
         queues[(p, source)].append(
-            RawRecord(source, p, seq, key, value, [(SEQ_HEADER, str(seq).encode())], record.timestamp)
+            RawRecord(
+                p,
+                seq,
+                key,
+                value,
+                parse_envelope(source, [(SEQ_HEADER, str(seq).encode())], value, record.timestamp),
+            )
         )
         if record.timestamp is not None:
             last_time = record.timestamp
@@ -83,8 +87,8 @@ def _pipeline(path: Path, seed: int, tick_every: int) -> list[AlertEvent]:
             break
         q = rng.choice(open_queues)
         take = rng.randint(1, 50)  # Kafka fetches in batches per topic-partition
-        for record in queues[q][cursors[q] : cursors[q] + take]:
-            processors[q[0]].on_record(record, out)
+        for queued in queues[q][cursors[q] : cursors[q] + take]:
+            processors[q[0]].on_record(queued, out)
         cursors[q] += take
     assert all(p.held() == 0 for p in processors.values())
     return out.alerts
@@ -96,7 +100,8 @@ def _ticks(queues: dict[tuple[int, str], list[RawRecord]], seq: int, ms: int | N
     assert ms is not None
     tick = Tick(seq, datetime.fromtimestamp(ms / 1000, tz=UTC), final)
     for (p, source), queue in queues.items():
-        queue.append(RawRecord(source, p, 0, None, tick.to_bytes(), [(TICK_HEADER, b"1")], ms))  # type: ignore[arg-type]
+        envelope = parse_envelope(source, [(TICK_HEADER, b"1")], tick.to_bytes(), ms)  # type: ignore[arg-type]
+        queue.append(RawRecord(p, 0, None, tick.to_bytes(), envelope))
 
 
 def _backtest(path: Path) -> list[AlertEvent]:
@@ -105,12 +110,33 @@ def _backtest(path: Path) -> list[AlertEvent]:
     return [AlertEvent.model_validate_json(line) for line in buffer.getvalue().splitlines()]
 
 
+def _per_load(alerts: list[AlertEvent]) -> dict[str, list[tuple[object, ...]]]:
+    """Each load's alert steps in order, with lifecycle id and seq (a partition keeps a load's order)."""
+    per_load: dict[str, list[tuple[object, ...]]] = {}
+    for a in alerts:
+        per_load.setdefault(a.ccn, []).append((a.alert_id, a.seq, *a.comparable()))
+    return per_load
+
+
 @pytest.mark.parametrize(("seed", "tick_every"), [(1, 500), (2, 37)])
 def test_partitioned_out_of_order_processing_equals_the_backtest(
     tmp_path: Path, seed: int, tick_every: int
 ) -> None:
     log = _log(tmp_path, 600, seed)
-    expected = Counter(a.comparable() for a in _backtest(log))
-    actual = Counter(a.comparable() for a in _pipeline(log, seed, tick_every))
-    assert sum(expected.values()) > 300
+    expected = _per_load(_backtest(log))
+    actual = _per_load(_pipeline(log, seed, tick_every))
+    assert sum(len(steps) for steps in expected.values()) > 300
     assert actual == expected
+
+
+def test_an_unreadable_tick_is_dead_lettered_once_and_done() -> None:
+    processor = PartitionProcessor(0, Settings().thresholds(), {}, {}, "event")
+    out = Output()
+    replay_tick = RawRecord(0, 1, None, b"{}", parse_envelope("rns", [(TICK_HEADER, b"1")], b"{}", 5))
+    control_tick = RawRecord(0, 2, None, b"x", parse_envelope("control", control_headers("tick"), b"x", 5))
+    processor.on_record(replay_tick, out)
+    processor.on_record(control_tick, out)
+    assert [record for _, record in out.rejected] == [replay_tick, control_tick]
+    assert all(r.detail.startswith("bad clock tick: ") for r, _ in out.rejected)
+    assert out.done == [replay_tick, control_tick]
+    assert processor.held() == 0
