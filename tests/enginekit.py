@@ -77,8 +77,12 @@ def rejected(t: float, *, ccn: str = "ABCD100", eid: str | None = None) -> Cargo
     return CargoRejected.model_validate(_with_id(body, t, eid), strict=False)
 
 
-def eta_updated(t: float, eta: float, *, ccn: str = "ABCD100", eid: str | None = None) -> EtaUpdated:
-    body = {"event_type": "eta_updated", "ccn": ccn, "eta": at(eta)}
+def eta_updated(
+    t: float, eta: float, *, ccn: str = "ABCD100", port: str | None = None, eid: str | None = None
+) -> EtaUpdated:
+    body: dict[str, Any] = {"event_type": "eta_updated", "ccn": ccn, "eta": at(eta)}
+    if port is not None:  # only when given: the ids of the other events stay the same
+        body["port_of_entry"] = port
     return EtaUpdated.model_validate(_with_id(body, t, eid), strict=False)
 
 

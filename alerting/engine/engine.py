@@ -221,6 +221,23 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
         s.closed = "cancelled"
 
 
+def _in_event_time(report: CargoReported, held: Sequence[ShipmentEvent]) -> list[ShipmentEvent]:
+    """The first `cargo_reported` and the events held before it, in the order they occurred.
+
+    So an older `eta_updated` never overrides the report's ETA or port, and a later one still
+    does. Ties keep arrival order, the report first: its facts are the base, and what occurred
+    at or after it applies on top. A CBSA answer (`cargo_accepted`/`cargo_rejected`) cannot
+    precede the report it answers: one that seems to is placed at the report's time, after it.
+    """
+
+    def occurred(event: ShipmentEvent) -> datetime:
+        if isinstance(event, CargoAccepted | CargoRejected):
+            return max(event.occurred_at, report.occurred_at)
+        return event.occurred_at
+
+    return sorted([report, *held], key=occurred)
+
+
 def on_event(
     s: ShipmentState | None,
     event: ShipmentEvent,
@@ -250,13 +267,13 @@ def on_event(
     now = event.occurred_at if s.last_eval is None or event.occurred_at > s.last_eval else s.last_eval
     out = fire_deadlines(s, carm, now, th, inclusive=False, cache=cache) if s.known else []
     if not s.known:
-        # First cargo_reported: apply it, then what arrived before it, and evaluate once.
-        pending, s.pending = s.pending, []
-        _apply_facts(s, event, now)
-        for early in pending:
-            if early.occurred_at > now:
-                now = early.occurred_at
-            _apply_facts(s, early, now)
+        # First cargo_reported: apply it and what arrived before it in event time, evaluate once.
+        assert isinstance(event, CargoReported)
+        for item in _in_event_time(event, s.pending):
+            if item.occurred_at > now:
+                now = item.occurred_at
+            _apply_facts(s, item, now)
+        s.pending = []
     else:
         _apply_facts(s, event, now)
     out += evaluate(s, carm, now, th, "event", cache)

@@ -64,6 +64,61 @@ def test_events_before_cargo_reported_are_kept_and_applied() -> None:
     assert alerts == []
 
 
+def test_an_older_eta_held_before_cargo_reported_does_not_override_its_eta() -> None:
+    # The example: eta_updated at 09:10 (ETA 13:39), then cargo_reported at 11:22 (ETA 12:00).
+    alerts = run(carm(), rns(80, 9), eta_updated(70, 339), reported(202, eta=240), accepted(215))
+    # Judged against 12:00: ETA-60 = 11:00 has passed at 11:22, so the alert is raised then.
+    assert steps(alerts) == [
+        ("raised", "critical", ["EMANIFEST_NOT_ACCEPTED"], 202, None),
+        ("resolved", None, [], 215, "cleared"),
+    ]
+    assert alerts[0].eta == at(240)
+
+
+def test_deadlines_come_from_the_eta_of_a_later_cargo_reported() -> None:
+    alerts = run(carm(), eta_updated(70, 339), reported(100, eta=240), accepted(105), rns(230, 9))
+    # PARS at ETA-120 = 120 and ETA-30 = 210 of 12:00, not 219/309 of the older 13:39.
+    assert steps(alerts) == [
+        ("raised", "warning", ["PARS_NOT_MATCHED"], 120, None),
+        ("updated", "critical", ["PARS_NOT_MATCHED"], 210, None),
+        ("resolved", None, [], 230, "cleared"),
+    ]
+
+
+def test_an_eta_that_occurred_after_cargo_reported_but_arrived_first_still_applies() -> None:
+    alerts = run(carm(), eta_updated(150, 600), reported(100), accepted(105), rns(560, 9), finish=700)
+    # ETA 600 (not the report's 300): PARS window opens at 480, the link at 560 clears it.
+    assert steps(alerts) == [
+        ("raised", "warning", ["PARS_NOT_MATCHED"], 480, None),
+        ("resolved", None, [], 560, "cleared"),
+    ]
+
+
+def test_an_eta_at_the_same_instant_as_cargo_reported_applies_after_it() -> None:
+    alerts = run(carm(), eta_updated(100, 600), reported(100), accepted(105), rns(560, 9), finish=700)
+    assert steps(alerts)[0] == ("raised", "warning", ["PARS_NOT_MATCHED"], 480, None)
+
+
+def test_a_port_change_held_before_cargo_reported_applies_in_event_time() -> None:
+    th = Thresholds()
+    older, _ = engine.on_event(None, eta_updated(-30, 320, port="0453"), None, th)
+    s, _ = engine.on_event(older, reported(0), carm(), th)
+    assert (s.port_of_entry, s.eta) == ("0427", at(300))  # the report's, not the older change's
+    later, _ = engine.on_event(None, eta_updated(30, 320, port="0453"), None, th)
+    s, _ = engine.on_event(later, reported(0), carm(), th)
+    assert (s.port_of_entry, s.eta) == ("0453", at(320))
+
+
+def test_an_answer_held_before_cargo_reported_answers_it_whatever_its_time() -> None:
+    # A CBSA answer cannot precede the report it answers: it is applied after the report.
+    assert run(carm(), accepted(-20), rns(-30, 9), reported(0), finish=400) == []
+    alerts = run(carm(), rejected(-20), rns(-30, 9), reported(0), accepted(10))
+    assert steps(alerts) == [
+        ("raised", "critical", ["EMANIFEST_REJECTED"], 0, None),
+        ("resolved", None, [], 10, "cleared"),
+    ]
+
+
 def test_a_cancel_before_the_shipment_appears_closes_it_silently() -> None:
     assert run(carm(), cancelled(-5), reported(0), finish=900) == []
 
