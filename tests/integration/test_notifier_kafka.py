@@ -65,8 +65,11 @@ def caught_up(settings: Settings, group_id: str) -> bool:
             for p in consumer.partitions_for_topic(settings.topic_alerts)
         ]
         ends = consumer.end_offsets(parts)
-        committed = admin.list_consumer_group_offsets(group_id)
-        return all(committed.get(tp) is not None and committed[tp].offset >= ends[tp] for tp in parts)
+        committed = admin.list_group_offsets({group_id: parts}).get(group_id, {})
+        return all(
+            tp in committed and committed[tp].offset is not None and committed[tp].offset >= ends[tp]
+            for tp in parts
+        )
     finally:
         consumer.close()
         admin.close()
