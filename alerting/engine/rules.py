@@ -9,7 +9,7 @@ applies these meanings; explain.py words them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
@@ -218,18 +218,21 @@ def aggregate_severity(active: Mapping[str, Severity]) -> Severity | None:
 
 
 # --- time ----------------------------------------------------------------------------
-def deadline_instants(s: ShipmentState, th: Thresholds) -> Iterator[datetime]:
+def deadline_instants(s: ShipmentState, th: Thresholds) -> tuple[datetime, ...]:
     """The instants at which a time rule can change for this shipment (they move with the ETA).
 
     Not sorted: with the default thresholds ETA-120 < ETA-60 < ETA-30, but they are settings.
+    A tuple, not a generator: this runs for every event and deadline (the hot path).
     """
-    eta = s.eta
-    if eta is not None:
-        yield eta - th.pars_warning_before_eta
-        yield eta - th.emanifest_deadline_before_eta
-        yield eta - th.pars_critical_before_eta
-    if s.arrived_at is not None:
-        yield s.arrived_at + th.release_grace_after_arrival
+    eta, arrived = s.eta, s.arrived_at
+    if eta is None:
+        return () if arrived is None else (arrived + th.release_grace_after_arrival,)
+    ahead = (
+        eta - th.pars_warning_before_eta,
+        eta - th.emanifest_deadline_before_eta,
+        eta - th.pars_critical_before_eta,
+    )
+    return ahead if arrived is None else (*ahead, arrived + th.release_grace_after_arrival)
 
 
 # --- escalation ----------------------------------------------------------------------
