@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
+from alerting.engine.ingest import EPOCH  # the engine's time before any event (tombstone rule)
 from schemas.decode import Decoded, TopicKind, decode_parsed, topic_kinds
 from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick
 from schemas.eventlog import BadLine, LogRecord, read_log
 from streams.settings import Settings
-
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-"""Tick time before any valid event: earlier than every real event, so it fires nothing
-(the back-test also uses the epoch for a CARM tombstone seen before any event time)."""
 
 DEFAULT_TICK_EVERY: Final = 500
 UNKNOWN_TOPIC: Final = "unknown_topic"
