@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     slack_min_interval_s: float = Field(default=1.0, ge=0)
     storm_threshold: int = Field(default=10, ge=2)
     storm_window_s: float = Field(default=120.0, gt=0)
+    notify_replayed: bool = Field(
+        default=False,
+        description="deliver alerts of replayed traffic (hw-traffic: replay) to Slack; only for a replay "
+        "app with its own alert topic and channel (default: skipped and counted)",
+    )
 
     # --- rules (rules.md defaults) -----------------------------------------------
     rule_pars_warning_min: float = 120

@@ -1,7 +1,8 @@
 """Alert notifications (Slack, console), built as Alertmanager-style stages that compose.
 
 - `planner`: pure; a lifecycle's ledger state + an incoming alert -> what to do (post, edit,
-  owed thread replies, silent, join a storm digest) and which Slack call is next. Time passed in.
+  owed thread replies, silent, join a storm digest, skip replayed traffic) and which Slack call
+  is next. Time passed in.
 - `scheduler`: per channel, which key is due when: pacing, 429 Retry-After, backoff for 5xx
   and drops, periodic retry after permanent errors, storm grouping (`storm.StormDetector`).
 - `executor`: makes one call over the `gateway.SlackGateway` protocol (intent before a post,

@@ -9,7 +9,9 @@ The composition of the notify stages, Alertmanager-style:
   an owed thread reply, or edit the message. Because each call renders the *latest* state,
   updates that pile up during an outage, a 429 or the edit delay collapse into one edit.
 
-Events with a seq at or below the lifecycle's newest accepted seq are dropped. Permanent errors
+Events with a seq at or below the lifecycle's newest accepted seq are dropped; events of replayed
+traffic are skipped unless the policy opts in. A lifecycle that resolves before anything of it
+reached Slack is never shown (first start on history posts only what is still open). Permanent errors
 (invalid_auth, channel_not_found, ...) are logged with the alert and counted; the alerts stay
 pending in the ledger (across restarts) and other channels keep flowing.
 """
@@ -27,7 +29,15 @@ from alerting.notify.executor import Executor, Latencies, Origin, Records
 from alerting.notify.gateway import SlackCallError, SlackGateway
 from alerting.notify.ledger import DIGEST_PREFIX, AlertRecord, DigestRecord, Ledger, LedgerError
 from alerting.notify.metrics import NotifyMetrics, NullMetrics
-from alerting.notify.planner import Plan, Timers, is_duplicate, next_call, plan_first, plan_next
+from alerting.notify.planner import (
+    Plan,
+    Timers,
+    is_duplicate,
+    next_call,
+    plan_first,
+    plan_next,
+    skip_reason,
+)
 from alerting.notify.policy import DeliveryPolicy
 from alerting.notify.render import subteam_mention
 from alerting.notify.routing import Routing
@@ -135,12 +145,17 @@ class Delivery:
     async def accept(
         self, alert: AlertEvent, *, partition: int | None = None, origin: Origin | None = None
     ) -> bool:
-        """Record an alert event as its lifecycle's desired state; False if it is a duplicate.
+        """Record an alert event as its lifecycle's desired state; False if it is a duplicate or skipped.
 
-        `origin` (from the alert record's headers) lets the end-to-end latency be measured.
+        `origin` (from the alert record's headers) lets the end-to-end latency be measured and
+        tells replayed traffic apart (skipped, counted, unless `policy.include_replayed`).
 
         The ledger entry is queued, not flushed: the caller flushes before committing the offset.
         """
+        skipped = skip_reason(origin.traffic if origin is not None else "live", self.policy)
+        if skipped is not None:
+            self.metrics.skipped(skipped)
+            return False
         now = self.clock.now()
         rec = self.alerts.get(alert.alert_id)
         if is_duplicate(rec, alert):
@@ -157,7 +172,10 @@ class Delivery:
             rec.latest = alert
             rec.partition = partition if partition is not None else rec.partition
             self._apply_next(rec, plan)
-        self.executor.latencies.accepted(alert, origin)
+        if rec.silent:
+            self.executor.latencies.forget(rec.alert_id)  # never shown: nothing to measure
+        else:
+            self.executor.latencies.accepted(alert, origin)
         await self.executor.save(rec.alert_id, durable=False)
         self.metrics.pending(self.pending_count())
         return True
@@ -220,7 +238,9 @@ class Delivery:
             self.records.timers.pop(rec.alert_id, None)
 
     def _reschedule_digest(self, digest: DigestRecord, *, due: float | None = None) -> None:
-        if digest.ts is None:
+        if digest.ts is None and not self.records.digest_rows(digest):
+            self.scheduler.settle(digest.channel, digest.digest_id)  # every member over before shown
+        elif digest.ts is None:
             self.scheduler.mark(digest.channel, digest.digest_id, float("-inf"))
         elif self.executor.digest_message(digest).fingerprint() != digest.shown_fp:
             self.scheduler.mark(digest.channel, digest.digest_id, due if due is not None else float("-inf"))

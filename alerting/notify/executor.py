@@ -53,8 +53,14 @@ class Records:
     def timers_of(self, key: str) -> Timers:
         return self.timers.get(key) or Timers()
 
+    def digest_rows(self, digest: DigestRecord) -> list[AlertRecord]:
+        """The members a digest lists: open ones, and resolved ones it already showed while open
+        (a member over before the digest ever showed it leaves no line)."""
+        members = [self.alerts[m] for m in digest.members if m in self.alerts]
+        return [r for r in members if r.latest.action != "resolved" or r.alert_id in digest.listed]
+
     def digest_members(self, digest: DigestRecord) -> list[AlertEvent]:
-        return [self.alerts[m].latest for m in digest.members if m in self.alerts]
+        return [rec.latest for rec in self.digest_rows(digest)]
 
 
 class Latencies:
@@ -67,6 +73,10 @@ class Latencies:
 
     def accepted(self, alert: AlertEvent, origin: Origin | None) -> None:
         self._accepted.setdefault(alert.alert_id, []).append((alert.seq, self.clock.now(), origin))
+
+    def forget(self, alert_id: str) -> None:
+        """The lifecycle will never be shown: nothing of it is to be measured."""
+        self._accepted.pop(alert_id, None)
 
     def shown(self, alert_id: str, shown_seq: int) -> None:
         """Slack now shows `shown_seq`: measure every accepted event at or below it."""
@@ -143,6 +153,8 @@ class Executor:
                 self._set_timers(key, edit_due=float("-inf"))
                 await self.save(key, durable=True)
                 return "adopted"
+            if rec.latest.action == "resolved":
+                return await self._silence(rec)  # the earlier post never landed and it is over now
         sent = rec.latest
         message = self.alert_message(rec)
         rec.intent, rec.intent_at = POST, self.clock.wall()
@@ -217,9 +229,12 @@ class Executor:
     async def digest_step(self, ch: ChannelState, digest: DigestRecord) -> Outcome:
         """Post the storm digest, or edit it to list its members' newest states."""
         key = digest.digest_id
-        message = self.digest_message(digest)
-        members = list(digest.members)
+        rows = self.records.digest_rows(digest)
+        message = render_digest([rec.latest for rec in rows], mention=self.mention)
         outcome: Outcome = "local"
+        if digest.ts is None and not rows:
+            self._measure_digest(digest, rows)
+            return "local"  # every member is over before the digest was shown: nothing to post
         if digest.ts is None:
             if digest.intent == POST:
                 found = await self._find(ch, digest.channel_id or ch.channel_id, key, digest.intent_at, None)
@@ -241,12 +256,19 @@ class Executor:
             await self._call("chat.update", self.gateway.update(digest.channel_id, digest.ts, message))
             outcome = "sent"
         digest.shown_fp = message.fingerprint()
+        digest.listed += [rec.alert_id for rec in rows if rec.alert_id not in digest.listed]
         await self.save(key, durable=False)
-        for member in members:
-            rec = self.records.alerts.get(member)
-            if rec is not None:
-                self.latencies.shown(member, rec.latest.seq)
+        self._measure_digest(digest, rows)
         return outcome
+
+    def _measure_digest(self, digest: DigestRecord, rows: list[AlertRecord]) -> None:
+        """The listed members are shown as they are now; the others never will be."""
+        listed = {rec.alert_id: rec.latest.seq for rec in rows}
+        for member in digest.members:
+            if member in listed:
+                self.latencies.shown(member, listed[member])
+            else:
+                self.latencies.forget(member)
 
     # --- after a refusal -----------------------------------------------------------------------
 
@@ -258,9 +280,20 @@ class Executor:
             await self.save(key, durable=False)
 
     async def message_gone(self, rec: AlertRecord) -> None:
-        """Someone deleted the lifecycle's message: post it again (with no replies owed)."""
+        """Someone deleted the lifecycle's message: post it again (with no replies owed), unless it
+        is over (a new message would first show it resolved)."""
         rec.ts, rec.shown_seq, rec.shown_fp, rec.owed = None, 0, None, []
+        if rec.latest.action == "resolved":
+            await self._silence(rec)
+            return
         await self.save(rec.alert_id, durable=False)
+
+    async def _silence(self, rec: AlertRecord) -> Outcome:
+        """Nothing of this lifecycle is on Slack and it is over: it will never be shown."""
+        rec.silent, rec.intent, rec.owed = True, None, []
+        self.latencies.forget(rec.alert_id)
+        await self.save(rec.alert_id, durable=False)
+        return "local"
 
     async def text_only(self, rec: AlertRecord) -> None:
         """Slack rejected our blocks: send the fallback text from now on."""

@@ -50,7 +50,7 @@ class AlertRecord:
     intent: str | None = None  # a post that may have reached Slack: look for it before posting again
     intent_at: float | None = None  # wall-clock epoch seconds of that attempt
     digest: str | None = None  # grouped into this storm digest instead of its own message
-    silent: bool = False  # first seen already resolved: nothing to show
+    silent: bool = False  # over before anything reached Slack: never to be shown
     text_only: bool = False  # Slack rejected our blocks once: send the fallback text only
 
     def to_entry(self) -> dict[str, Any]:
@@ -110,6 +110,7 @@ class DigestRecord:
     digest_id: str
     channel: str
     members: list[str] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)  # members the digest has shown (a line each)
     channel_id: str | None = None
     ts: str | None = None
     shown_fp: str | None = None
@@ -123,6 +124,7 @@ class DigestRecord:
             "digest_id": self.digest_id,
             "channel": self.channel,
             "members": list(self.members),
+            "listed": list(self.listed),
             "channel_id": self.channel_id,
             "ts": self.ts,
             "shown_fp": self.shown_fp,
@@ -138,6 +140,7 @@ class DigestRecord:
                 digest_id=str(entry["digest_id"]),
                 channel=str(entry["channel"]),
                 members=[str(m) for m in entry.get("members", [])],
+                listed=[str(m) for m in entry.get("listed", _listed_before_it_was_kept(entry))],
                 channel_id=entry.get("channel_id"),
                 ts=entry.get("ts"),
                 shown_fp=entry.get("shown_fp"),
@@ -147,6 +150,12 @@ class DigestRecord:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"unreadable digest ledger entry: {exc}") from exc
+
+
+def _listed_before_it_was_kept(entry: Mapping[str, Any]) -> list[Any]:
+    """Entries written before `listed` existed: a posted digest showed every member."""
+    members = entry.get("members", [])
+    return list(members) if entry.get("ts") and isinstance(members, list) else []
 
 
 def encode_entry(entry: Mapping[str, Any] | None) -> bytes | None:

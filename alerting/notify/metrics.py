@@ -15,6 +15,7 @@ class NotifyMetrics(Protocol):
     def permanent_error(self, error: str) -> None: ...
     def duplicate_dropped(self) -> None: ...
     def storm_grouped(self) -> None: ...
+    def skipped(self, reason: str) -> None: ...
     def pending(self, count: int) -> None: ...
 
 
@@ -43,6 +44,9 @@ class NullMetrics:
         pass
 
     def storm_grouped(self) -> None:
+        pass
+
+    def skipped(self, reason: str) -> None:
         pass
 
     def pending(self, count: int) -> None:
@@ -83,6 +87,9 @@ class CountingMetrics:
 
     def storm_grouped(self) -> None:
         self.counts["storm_grouped"] += 1
+
+    def skipped(self, reason: str) -> None:
+        self.counts[f"skipped:{reason}"] += 1
 
     def pending(self, count: int) -> None:
         self.pending_now = count

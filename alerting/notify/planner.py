@@ -7,6 +7,11 @@ A lifecycle's calls, in order of priority: post the message (a held-back warning
 `post_due`), post an owed escalation reply, edit the message (batched until `edit_due`), post
 the other owed replies (resolution). A lifecycle grouped into a storm digest or first seen
 already resolved makes no call of its own.
+
+First start on history (a new Slack token, a lost ledger): the notifier reads every alert in order
+and posts later, rendering the newest state. So a lifecycle is posted only while still open: one
+that resolves before anything reached Slack goes silent, and no top-level message ever first
+shows a resolved state. Alerts of replayed traffic are skipped unless the policy opts in.
 """
 
 from __future__ import annotations
@@ -64,6 +69,13 @@ def reply_seq(key: str) -> int:
         return 0
 
 
+def skip_reason(traffic: str, policy: DeliveryPolicy) -> str | None:
+    """Why an alert event is not to be delivered at all (None: deliver it); e.g. "replayed"."""
+    if traffic == "replay" and not policy.include_replayed:
+        return "replayed"  # history re-run through the pipeline: never shown as if it were current
+    return None
+
+
 def is_duplicate(rec: AlertRecord | None, alert: AlertEvent) -> bool:
     """Events at or below the newest accepted seq of their lifecycle are dropped."""
     return rec is not None and alert.seq <= rec.latest.seq
@@ -85,16 +97,17 @@ def plan_next(
     """A later event of a lifecycle whose record still holds the previous event as `latest`."""
     if rec.digest is not None:
         return Plan(timers, refresh_digest=True)
-    held = rec.ts is None and rec.intent is None and (timers.post_due or -math.inf) > now
-    if held:
-        if alert.action == "resolved":
-            return Plan(replace(timers, post_due=None), silent=True)  # cleared while held back
-        if alert.severity == "critical":
-            return Plan(replace(timers, post_due=now))
-        return Plan(timers)
     if rec.silent:
         return Plan(timers)
     on_slack = rec.ts is not None or rec.intent == POST
+    if not on_slack and alert.action == "resolved":
+        # Over before anything reached Slack (held back, or not posted yet): never shown.
+        return Plan(Timers(), silent=True)
+    held = not on_slack and (timers.post_due or -math.inf) > now
+    if held:
+        if alert.severity == "critical":
+            return Plan(replace(timers, post_due=now))
+        return Plan(timers)
     if alert.action == "resolved":
         wanted = (alert.outcome or "") in policy.resolution_reply_outcomes
         owe = reply_key(RESOLUTION, alert.seq) if on_slack and wanted else None
@@ -111,6 +124,8 @@ def next_call(rec: AlertRecord, timers: Timers) -> NextCall | None:
     if rec.digest is not None or rec.silent:
         return None
     if rec.ts is None:
+        if rec.latest.action == "resolved" and rec.intent != POST:
+            return None  # never post a message whose first state shown is resolved
         return NextCall(POST, _or_now(timers.post_due))
     for key in rec.owed:
         if key.startswith(f"{ESCALATION}:"):

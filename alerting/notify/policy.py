@@ -22,3 +22,6 @@ class DeliveryPolicy:
     warning_hold_s: float = 0.0
     # Outcomes that get the broadcast thread reply (the message itself is always edited).
     resolution_reply_outcomes: frozenset[str] = frozenset({"released", "cleared", "cancelled"})
+    # Deliver alerts of replayed traffic (header hw-traffic: replay): only for a replay app with its
+    # own alert topic and channel. Off: they are skipped (counted), never shown as current.
+    include_replayed: bool = False

@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     parser.add_argument("--group-id", help="consumer group (default: <HOLDWATCH_APP_ID>-notifier)")
+    parser.add_argument(
+        "--include-replayed",
+        action="store_true",
+        help="also deliver alerts of replayed traffic (HOLDWATCH_NOTIFY_REPLAYED); only for a replay app "
+        "with its own alert topic and channel",
+    )
     parser.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
 
@@ -54,9 +60,12 @@ async def _main(settings: Settings, group_id: str | None) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.kafka.config import KafkaConfigError
 
+    if args.include_replayed:
+        settings = settings.model_copy(update={"notify_replayed": True})
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     target = "Slack" if settings.slack_token is not None else "the console (no HOLDWATCH_SLACK_TOKEN)"
-    print(f"notifier: {settings.topic_alerts} -> {target}", file=sys.stderr)
+    replayed = "including" if settings.notify_replayed else "skipping"
+    print(f"notifier: {settings.topic_alerts} -> {target} ({replayed} replayed traffic)", file=sys.stderr)
     try:
         asyncio.run(_main(settings, args.group_id))
     except (RoutingError, KafkaConfigError) as exc:

@@ -6,10 +6,14 @@ At-least-once from the topic, exactly-once as dispatch sees it:
 2. each polled batch of alert events is accepted into the delivery core, the ledger entries it
    produced are flushed (acks=all), and only then are the input offsets committed;
 3. Slack calls run beside the consumer (one worker per channel) and write the ts they learn to
-   the ledger before anything depends on it.
+   the ledger before anything depends on it; they start once the history present at start is
+   read, so a lifecycle that is already over by then is never posted.
 A crash anywhere replays at most the uncommitted batch, which the ledger's per-lifecycle seq
-drops. Alerts Slack refuses (bad token, unknown channel) stay pending in the ledger, so the
-consumer keeps committing and other channels keep flowing; they are delivered once fixed.
+drops. A first start on existing history (new Slack token, lost ledger) posts only lifecycles
+still open, in their newest state; alerts of replayed traffic are skipped (counted, offsets
+committed) unless `HOLDWATCH_NOTIFY_REPLAYED` is set. Alerts Slack refuses (bad token, unknown
+channel) stay pending in the ledger, so the consumer keeps committing and other channels keep
+flowing; they are delivered once fixed.
 
 One active notifier per consumer group is the supported deployment (a second instance is a
 standby that takes over on rebalance); storm digests assume it.
@@ -54,6 +58,7 @@ def delivery_policy(settings: Settings, *, console: bool = False) -> DeliveryPol
         storm_threshold=settings.storm_threshold,
         storm_window_s=settings.storm_window_s,
         critical_mention=settings.slack_critical_mention,
+        include_replayed=settings.notify_replayed,
     )
 
 
@@ -201,7 +206,8 @@ async def run_notifier(
     routing = load_routing(settings.slack_routing_file, default_channel=settings.slack_channel)
     gateway = gateway or make_gateway(settings, client)
     console = isinstance(gateway, ConsoleGateway)
-    # The console sink is a dry run: its own ledger and group, so switching to Slack later posts everything.
+    # The console sink is a dry run: its own ledger and group, so switching to Slack later starts
+    # on the whole history (open lifecycles posted once in their newest state, closed ones not).
     suffix = "-console" if console else ""
     topic = ledger_topic or ledger_topic_name(settings) + suffix
     await ensure_notifier_topics(settings, topic)
@@ -242,6 +248,8 @@ class _Service:
         self.consumer, self.ledger, self.delivery = consumer, ledger, delivery
         self.processed: dict[Any, int] = {}  # partition -> next offset to commit
         self.loaded: set[int] = set()  # input partitions whose lifecycles are loaded from the ledger
+        # Until Slack delivery starts: where each assigned partition ended when it was assigned.
+        self.backlog: dict[Any, int] = {}
 
     async def commit_processed(self) -> None:
         if self.processed:
@@ -259,6 +267,8 @@ class _Service:
         """Before any record of a newly assigned partition is accepted, load its lifecycles."""
         new = {tp.partition for tp in self.consumer.assignment()} - self.loaded
         if new:
+            tps = [tp for tp in self.consumer.assignment() if tp.partition in new]
+            self.backlog.update(await self.consumer.end_offsets(tps))
             entries = await read_ledger(self.settings, self.ledger_topic)
             pending = self.delivery.restore(entries, partitions=new)
             self.loaded.update(new)
@@ -274,24 +284,41 @@ class _Service:
                 self.processed[TopicPartition(tp.topic, tp.partition)] = record.offset + 1
         await self.commit_processed()
 
+    async def history_read(self, batch: Mapping[Any, list[Any]]) -> bool:
+        """Every assigned partition is read up to where it ended when assigned (or a poll came
+        back empty): each lifecycle's newest state in that history is known, so what Slack gets
+        first is only what is still open."""
+        assignment = self.consumer.assignment()
+        if not assignment or not self.loaded:
+            return False
+        if not any(batch.values()):
+            return True
+        for tp in assignment:
+            if await self.consumer.position(tp) < self.backlog.get(tp, 0):
+                return False
+        return True
+
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         await self.consumer.start()
         self.consumer.subscribe([self.settings.topic_alerts], listener=_Rebalance(self))
-        deliver = asyncio.create_task(self.delivery.run(stop), name="slack-delivery")
+        deliver: asyncio.Task[None] | None = None
         if ready is not None:
             ready.set()
         try:
             while not stop.is_set():
-                if deliver.done():
+                if deliver is not None and deliver.done():
                     deliver.result()  # surface a crash of the delivery loop
                     break
                 batch = await self.consumer.getmany(timeout_ms=500, max_records=500)
                 await self.load_new_partitions()
                 await self.accept_batch(batch)
+                if deliver is None and await self.history_read(batch):
+                    deliver = asyncio.create_task(self.delivery.run(stop), name="slack-delivery")
         finally:
             stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(deliver, 10)
+            if deliver is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(deliver, 10)
             try:
                 await self.commit_processed()
                 await self.ledger.flush()

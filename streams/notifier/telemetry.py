@@ -20,6 +20,10 @@ TRAFFIC = ("live", "replay")
 """The `traffic` label's values: records stamped by `holdwatch replay` are `replay`."""
 
 
+SKIP_REASONS = ("replayed",)
+"""The `reason` label's values of `holdwatch_slack_skipped_total` (`alerting.notify.planner.skip_reason`)."""
+
+
 class NotifierMetrics:
     """`alerting.notify.metrics.NotifyMetrics` as Prometheus families; series with labels known
     in advance exist at 0 from the start, so that rate() sees the first increment of a burst."""
@@ -75,6 +79,14 @@ class NotifierMetrics:
             "Alerts folded into a storm digest instead of their own message",
             registry=registry,
         )
+        self.skipped_alerts = Counter(
+            "holdwatch_slack_skipped_total",
+            "Alert events never delivered, by reason (replayed: replayed traffic without opt-in)",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in SKIP_REASONS:
+            self.skipped_alerts.labels(reason)
         for traffic in TRAFFIC:
             self.alert_to_slack.labels(traffic)
             self.end_to_end_latency.labels(traffic)
@@ -104,6 +116,9 @@ class NotifierMetrics:
 
     def storm_grouped(self) -> None:
         self.folded_into_storms.inc()
+
+    def skipped(self, reason: str) -> None:
+        self.skipped_alerts.labels(reason).inc()
 
     def pending(self, count: int) -> None:
         self.slack_pending.set(count)

@@ -14,6 +14,8 @@ from pydantic import SecretStr
 from alerting.notify.delivery import DeliveryPolicy
 from alerting.notify.metrics import CountingMetrics
 from schemas.alerts import AlertEvent
+from schemas.envelope import TRAFFIC_HEADER
+from streams.kafka.admin import ensure_topics
 from streams.kafka.config import admin_client, aiokafka_config, kafka_python_config
 from streams.notifier.service import ledger_topic_name, read_ledger, run_notifier
 from streams.settings import Settings
@@ -33,13 +35,18 @@ def lifecycle(alert_id: str) -> list[AlertEvent]:
     ]
 
 
-async def publish(settings: Settings, alerts: Iterable[AlertEvent]) -> None:
+async def publish(
+    settings: Settings, alerts: Iterable[AlertEvent], *, headers: list[tuple[str, bytes]] | None = None
+) -> None:
     producer = AIOKafkaProducer(**aiokafka_config(settings), acks="all")
     await producer.start()
     try:
         for alert in alerts:
             await producer.send(
-                settings.topic_alerts, key=alert.ccn.encode(), value=alert.model_dump_json().encode()
+                settings.topic_alerts,
+                key=alert.ccn.encode(),
+                value=alert.model_dump_json().encode(),
+                headers=headers,
             )
         await producer.flush()
     finally:
@@ -196,3 +203,24 @@ async def test_refused_alert_survives_a_restart_and_is_posted_once_fixed(kafka_s
         stop.set()
         await asyncio.wait_for(task, 60)
         assert parents(slack) == ["F1"]
+
+
+async def test_a_fresh_group_over_history_posts_only_what_is_still_open(kafka_settings: Settings) -> None:
+    """Turning Slack on over an existing alert topic: no ledger, a new group, the whole history."""
+    async with SlackTestServer() as slack:
+        settings = kafka_settings.model_copy(
+            update={"slack_token": SecretStr("xoxb-test"), "slack_base_url": slack.base_url, "partitions": 3}
+        )
+        closed = [e for alert_id in ("H0", "H1", "H2") for e in lifecycle(alert_id)]
+        still_open = [e for alert_id in ("H3", "H4") for e in lifecycle(alert_id)[:3]]
+        await asyncio.to_thread(ensure_topics, settings)  # the alert topic exists before the notifier
+        await publish(settings, [*closed, *still_open], headers=[(TRAFFIC_HEADER, b"live")])
+        await publish(settings, lifecycle("H5")[:2], headers=[(TRAFFIC_HEADER, b"replay")])
+
+        notifier = await Notifier(settings, f"notifier-{uuid.uuid4().hex[:6]}").started()
+        await notifier.idle()
+        await notifier.close()
+        assert sorted(parents(slack)) == ["H3", "H4"]  # the closed and the replayed ones: nothing
+        assert all("CRITICAL" in m.text for m in slack.top_level("#dispatch"))  # their newest state
+        assert len(slack.calls("chat.postMessage")) == 2 and reply_keys(slack) == []
+        assert notifier.metrics.counts["skipped:replayed"] == 2

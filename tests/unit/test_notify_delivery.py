@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 
 from alerting.notify.clock import ManualClock
 from alerting.notify.delivery import Delivery, DeliveryPolicy, Origin, run_simulated
-from alerting.notify.ledger import MemoryLedger
+from alerting.notify.ledger import AlertRecord, MemoryLedger
 from alerting.notify.metrics import CountingMetrics
 from alerting.notify.routing import Routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
@@ -48,6 +49,12 @@ class Rig:
     async def feed(self, *alerts: AlertEvent, gap: float = 0.0) -> None:
         for alert in alerts:
             await run_simulated(self.delivery, self.clock, self.clock.now() + gap)
+            await self.delivery.accept(alert)
+        await self.ledger.flush()
+
+    async def history(self, *alerts: AlertEvent) -> None:
+        """Accept events as read from the topic's history: all of them before any Slack call."""
+        for alert in alerts:
             await self.delivery.accept(alert)
         await self.ledger.flush()
 
@@ -326,6 +333,8 @@ async def test_what_reaches_slack_carries_no_live_mention_or_link(rig: Rig) -> N
 
 
 async def test_latencies_are_measured_from_the_kafka_timestamps_and_keep_replay_apart(rig: Rig) -> None:
+    opted_in = DeliveryPolicy(include_replayed=True)  # replayed traffic reaches Slack only so
+    rig.delivery = new_delivery(rig.slack, rig.clock, rig.ledger, rig.metrics, opted_in)
     answered_ms = round(rig.clock.wall() * 1000)  # the clock's wall time when Slack answers (at once)
     raised = make_alert("A9", 1, "raised", "critical")
     origin = Origin(alert_ms=answered_ms - 500, trigger_ms=answered_ms - 3_000, traffic="replay")
@@ -334,3 +343,106 @@ async def test_latencies_are_measured_from_the_kafka_timestamps_and_keep_replay_
     await rig.settle()
     assert rig.metrics.latencies == [0.5]  # alert record -> Slack acknowledged
     assert rig.metrics.end_to_end_latencies == [3.0]  # trigger record -> Slack acknowledged
+
+
+# --- first start on existing history (issue 11) ---------------------------------------------------
+
+
+async def test_history_resolved_before_any_post_makes_no_slack_call(rig: Rig) -> None:
+    await rig.history(*lifecycle("Q1"), *lifecycle("Q2"))
+    await rig.settle()
+    assert rig.slack.requests == []
+    assert rig.delivery.pending_count() == 0
+    assert all(rec.silent for rec in rig.delivery.alerts.values())
+    assert rig.metrics.latencies == []  # never shown: nothing measured, nothing left waiting
+
+
+async def test_history_still_open_is_posted_once_in_its_latest_state_without_replies(rig: Rig) -> None:
+    raised, updated, escalated, _ = lifecycle("Q3")
+    await rig.history(raised, updated, escalated)
+    await rig.settle()
+    [post] = rig.slack.calls("chat.postMessage")
+    assert rig.slack.calls("chat.update") == []
+    [message] = rig.slack.top_level("#dispatch")
+    assert "CRITICAL" in message.text  # the newest state, not the raise
+    assert rig.slack.replies("#dispatch", message.ts) == []  # no thread reply for history's steps
+    assert post.body["channel"] == "#dispatch"
+
+
+async def test_an_open_lifecycle_is_posted_however_old_it_is(rig: Rig) -> None:
+    years_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    await rig.history(make_alert("Q4", 1, at=years_ago), make_alert("Q4", 2, "updated", at=years_ago))
+    await rig.settle()
+    assert parents(rig.slack) == ["Q4"]
+
+
+async def test_history_resolving_while_a_post_is_due_and_the_channel_is_down(rig: Rig) -> None:
+    rig.slack.fail("server_error", seconds=30)
+    await rig.feed(make_alert("Q5"), make_alert("Q6"))
+    await rig.settle(5)  # the posts failed and are due again later
+    await rig.feed(make_alert("Q5", 2, "resolved", outcome="released"))
+    await rig.settle()
+    assert parents(rig.slack) == ["Q6"]
+    assert "Resolved" not in json.dumps([m.text for m in rig.slack.all_messages()])
+
+
+async def test_a_lost_post_of_a_lifecycle_now_resolved_is_not_posted_again(rig: Rig) -> None:
+    await rig.feed(make_alert("Q0"))
+    await rig.settle(5)  # the channel (and its id) is known
+    rig.slack.fail("drop", times=1)  # the post never lands, its intent stays recorded
+    await rig.feed(make_alert("Q7"))
+    await run_simulated(rig.delivery, rig.clock, rig.clock.now())
+    rig.restart()  # the post is due again at once, but the topic is read first
+    await rig.history(make_alert("Q7", 2, "resolved", outcome="cleared"))
+    await rig.settle()
+    assert rig.slack.calls("conversations.history")  # looked for the lost post first
+    assert parents(rig.slack) == ["Q0"]
+    assert rig.delivery.pending_count() == 0
+
+
+async def test_an_old_ledger_entry_resolved_but_never_posted_stays_unposted(rig: Rig) -> None:
+    rec = AlertRecord("Q8", "#dispatch", make_alert("Q8", 2, "resolved", outcome="released"))
+    rig.ledger = MemoryLedger({"Q8": rec.to_entry()})  # written before silence was decided here
+    assert rig.restart().pending_count() == 0
+    await rig.settle()
+    assert rig.slack.requests == []
+
+
+async def test_replayed_traffic_is_skipped_and_counted_unless_opted_in(rig: Rig) -> None:
+    replayed = Origin(traffic="replay")
+    for alert in lifecycle("Y1")[:2]:
+        assert not await rig.delivery.accept(alert, origin=replayed)
+    await rig.settle()
+    assert rig.slack.requests == [] and "Y1" not in rig.delivery.alerts
+    assert rig.metrics.counts["skipped:replayed"] == 2
+    rig.delivery = new_delivery(
+        rig.slack, rig.clock, rig.ledger, rig.metrics, DeliveryPolicy(include_replayed=True)
+    )
+    assert await rig.delivery.accept(make_alert("Y2"), origin=replayed)
+    await rig.settle()
+    assert parents(rig.slack) == ["Y2"]
+
+
+async def test_storm_digest_lists_only_members_open_when_first_shown(rig: Rig) -> None:
+    raised = [make_alert(f"T{i:02d}") for i in range(12)]  # threshold 5: T05..T11 join the digest
+    gone = [make_alert(f"T{i:02d}", 2, "resolved", outcome="released") for i in (0, 6, 7)]
+    await rig.history(*raised, *gone)
+    await rig.settle()
+    assert sorted(parents(rig.slack)) == ["T01", "T02", "T03", "T04"]  # T00 is over: not posted
+    [digest] = [m for m in rig.slack.top_level("#dispatch") if m.text.startswith("Alert storm")]
+    body = json.dumps(digest.blocks)
+    assert "5 loads" in digest.text and "0 resolved" in body
+    assert "LD-T06" not in body and "LD-T07" not in body and "LD-T11" in body
+    await rig.feed(make_alert("T08", 2, "resolved", outcome="released"))  # shown open, then over
+    await rig.settle()
+    assert "1 resolved" in json.dumps(digest.blocks) and "~LD-T08~" in json.dumps(digest.blocks)
+
+
+async def test_a_storm_digest_whose_members_are_all_over_is_never_posted(rig: Rig) -> None:
+    storm = [make_alert(f"U{i}") for i in range(9)]  # U0..U4 on their own, U5..U8 in a digest
+    over = [make_alert(f"U{i}", 2, "resolved", outcome="cleared") for i in range(5, 9)]
+    await rig.history(*storm, *over)
+    await rig.settle()
+    assert sorted(parents(rig.slack)) == ["U0", "U1", "U2", "U3", "U4"]
+    assert len(rig.slack.top_level("#dispatch")) == 5  # no digest at all
+    assert rig.metrics.counts["storm_grouped"] == 4 and rig.delivery.pending_count() == 0

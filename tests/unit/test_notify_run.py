@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from alerting.notify.clock import ScaledClock
 from alerting.notify.console import ConsoleGateway
-from alerting.notify.delivery import Delivery, DeliveryPolicy
+from alerting.notify.delivery import Delivery, DeliveryPolicy, Origin
 from alerting.notify.ledger import MemoryLedger
 from alerting.notify.metrics import CountingMetrics
 from alerting.notify.routing import Routing
@@ -70,19 +70,47 @@ def keys(messages: list[StoredMessage]) -> list[str]:
     return [m.metadata["event_payload"]["key"] for m in messages if m.metadata]
 
 
-async def test_console_sink_prints_the_same_lifecycle() -> None:
-    out = io.StringIO()
-    delivery = Delivery(
-        ConsoleGateway(out),
-        MemoryLedger(),
-        Routing(default="#dispatch"),
-        policy=DeliveryPolicy(min_interval_s=0),
-    )
-    await delivery.accept(make_alert("K1"))
-    await delivery.accept(make_alert("K1", 2, "updated", "critical", previous_severity="warning"))
-    await delivery.accept(make_alert("K1", 3, "resolved", outcome="cleared"))
+def console_delivery(out: io.StringIO, *, include_replayed: bool = False) -> Delivery:
+    policy = DeliveryPolicy(min_interval_s=0, include_replayed=include_replayed)
+    return Delivery(ConsoleGateway(out), MemoryLedger(), Routing(default="#dispatch"), policy=policy)
+
+
+async def drain(delivery: Delivery) -> None:
+    """Make every call due now (the console has no pacing)."""
     while (due := delivery.next_due()) is not None:
         await delivery.step(due[1])
+
+
+async def test_console_sink_prints_the_same_lifecycle() -> None:
+    out = io.StringIO()
+    delivery = console_delivery(out)
+    await delivery.accept(make_alert("K1"))
+    await drain(delivery)  # shown while open: the later steps edit it and reply in its thread
+    await delivery.accept(make_alert("K1", 2, "updated", "critical", previous_severity="warning"))
+    await delivery.accept(make_alert("K1", 3, "resolved", outcome="cleared"))
+    await drain(delivery)
     text = out.getvalue()
     assert text.count("new message in #dispatch [") == 1
     assert "Windsor" in text and "LD-K1" in text and "Resolved: load LD-K1 cleared" in text
+
+
+async def test_console_sink_makes_the_same_first_start_decisions() -> None:
+    """History read before anything was shown: only what is still open is printed, once."""
+    out = io.StringIO()
+    delivery = console_delivery(out)
+    await delivery.accept(make_alert("K1"))
+    await delivery.accept(make_alert("K1", 2, "updated", "critical", previous_severity="warning"))
+    await delivery.accept(make_alert("K1", 3, "resolved", outcome="cleared"))
+    await delivery.accept(make_alert("K2"))
+    await delivery.accept(make_alert("K2", 2, "updated", "critical", previous_severity="warning"))
+    await delivery.accept(make_alert("K3"), origin=Origin(traffic="replay"))
+    await drain(delivery)
+    text = out.getvalue()
+    assert text.count("new message in #dispatch [") == 1 and "updated" not in text
+    assert "LD-K2" in text and "CRITICAL" in text and "reply to" not in text
+    assert "LD-K1" not in text and "LD-K3" not in text and "Resolved" not in text
+    replaying = io.StringIO()
+    opted_in = console_delivery(replaying, include_replayed=True)
+    await opted_in.accept(make_alert("K3"), origin=Origin(traffic="replay"))
+    await drain(opted_in)
+    assert "LD-K3" in replaying.getvalue()

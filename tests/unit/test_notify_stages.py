@@ -18,6 +18,7 @@ from alerting.notify.planner import (
     next_call,
     plan_first,
     plan_next,
+    skip_reason,
 )
 from alerting.notify.policy import DeliveryPolicy
 from alerting.notify.scheduler import Scheduler
@@ -92,6 +93,28 @@ def test_no_reply_is_owed_for_a_message_not_on_slack_or_an_unconfigured_outcome(
     only_released = DeliveryPolicy(resolution_reply_outcomes=frozenset({"released"}))
     cleared = make_alert("A1", 2, "resolved", outcome="cleared")
     assert plan_next(shown(), cleared, Timers(), now=0, policy=only_released).owe is None
+
+
+def test_a_lifecycle_over_before_anything_reached_slack_goes_silent() -> None:
+    unposted = AlertRecord("A1", "#dispatch", make_alert("A1", 2, "updated"))
+    cleared = make_alert("A1", 3, "resolved", outcome="released")
+    plan = plan_next(unposted, cleared, Timers(edit_due=20), now=10, policy=POLICY)
+    assert plan.silent and plan.owe is None and plan.timers == Timers()
+    maybe_posted = AlertRecord("A1", "#dispatch", make_alert("A1"), intent=POST)
+    assert not plan_next(maybe_posted, cleared, Timers(), now=10, policy=POLICY).silent
+
+
+def test_next_call_never_posts_a_message_first_showing_resolved() -> None:
+    over = AlertRecord("A1", "#dispatch", make_alert("A1", 3, "resolved", outcome="released"))
+    assert next_call(over, Timers()) is None
+    over.intent = POST  # an earlier post may have landed: look for it (the executor adopts or drops)
+    assert next_call(over, Timers()) == NextCall(POST, -math.inf)
+
+
+def test_replayed_traffic_is_skipped_unless_the_policy_opts_in() -> None:
+    assert skip_reason("replay", POLICY) == "replayed"
+    assert skip_reason("replay", DeliveryPolicy(include_replayed=True)) is None
+    assert skip_reason("live", POLICY) is None
 
 
 def test_a_digest_member_only_refreshes_its_digest() -> None:
