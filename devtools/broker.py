@@ -105,8 +105,14 @@ def render_server_properties(
     major: int,
     sasl_users: Mapping[str, str] | None = None,
     auto_create_topics: bool = False,
+    retention_check_interval_ms: int | None = None,
 ) -> str:
-    """server.properties for one combined broker+controller with a static quorum on 127.0.0.1."""
+    """server.properties for one combined broker+controller with a static quorum on 127.0.0.1.
+
+    `retention_check_interval_ms` (static in Kafka, default 5 min, first check 30 s after start):
+    tests that prove nothing is lost to retention set it low, so a segment past its retention is
+    deleted within seconds (the first check too: `log.initial.task.delay.ms`, Kafka 3.7+).
+    """
     host = "127.0.0.1"
     listeners = [f"PLAINTEXT://{host}:{ports.plaintext}", f"CONTROLLER://{host}:{ports.controller}"]
     advertised = [f"PLAINTEXT://{host}:{ports.plaintext}"]
@@ -137,6 +143,11 @@ def render_server_properties(
         "log.cleaner.dedupe.buffer.size=33554432",
         "log.cleaner.backoff.ms=5000",
     ]
+    if retention_check_interval_ms is not None:
+        lines += [
+            f"log.retention.check.interval.ms={retention_check_interval_ms}",
+            f"log.initial.task.delay.ms={retention_check_interval_ms}",
+        ]
     if major >= 4:
         lines += [
             "share.coordinator.state.topic.replication.factor=1",
@@ -452,6 +463,7 @@ class LocalBroker:
         port: int = 0,
         startup_timeout_s: float = 120.0,
         auto_create_topics: bool = False,
+        retention_check_interval_ms: int | None = None,
         progress: Progress = _silent,
     ) -> None:
         kafka_major(version)  # fail fast on a bad version
@@ -465,6 +477,7 @@ class LocalBroker:
         self.requested_port = port
         self.startup_timeout_s = startup_timeout_s
         self.auto_create_topics = auto_create_topics
+        self.retention_check_interval_ms = retention_check_interval_ms
         self.progress = progress
         self._process: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -547,6 +560,7 @@ class LocalBroker:
             render_server_properties(
                 ports=self._ports, log_dirs=self.kraft_dir, major=kafka_major(self.version),
                 sasl_users=self.sasl_users, auto_create_topics=self.auto_create_topics,
+                retention_check_interval_ms=self.retention_check_interval_ms,
             )
         )  # fmt: skip
         self.config_file.chmod(0o600)  # may hold SASL passwords

@@ -14,6 +14,13 @@ Each replay numbers its records from a base above every earlier replay's numbers
 never mistaken for stragglers of the first. Seqs are only compared, never stored.
 
 Records without `hw-seq` (live traffic) are applied as they arrive.
+
+Replay leaves the Kafka timestamp to the producer (the wall time of the replay), so the
+topics' time retention counts from when a record was replayed, never from when it was
+logged: a log older than the retention is not deleted while the pipeline consumes it.
+The log's timestamp travels in the header `hw-log-ts` (ms); the pipeline takes a record's
+event time (`Envelope.event_ms`, the CARM tombstone rule's clock) from it, else from the
+Kafka timestamp (live traffic). Ticks carry their event time in their value.
 Ticks are recognised by the `hw-tick` header; their value is JSON (see `Tick`).
 
 A record's headers are read once, at the edge, by `parse_envelope` into an `Envelope`;
@@ -30,6 +37,9 @@ from typing import Literal, NamedTuple
 
 SEQ_HEADER = "hw-seq"
 TICK_HEADER = "hw-tick"
+LOG_TS_HEADER = "hw-log-ts"
+"""The replayed record's timestamp in the log (ms since the epoch): its event time, while its Kafka
+timestamp is the replay's wall time (so retention never deletes history being replayed)."""
 CONTROL_HEADER = "hw-control"
 """On the worker's internal control topic: b"carm" (a CARM snapshot broadcast) or b"tick" (a clock tick)."""
 
@@ -93,6 +103,14 @@ class Envelope(NamedTuple):
     tick_error: str | None = None
     """Why a record marked as a tick has no readable `Tick` (it goes to the dead letters)."""
     traffic: Traffic = "live"
+    log_ts_ms: int | None = None
+    """The log's timestamp of a replayed record (`hw-log-ts`); None for live traffic."""
+
+    @property
+    def event_ms(self) -> int | None:
+        """The record's timestamp in event time (the CARM tombstone rule's clock): the log's when
+        replayed, else the Kafka timestamp."""
+        return self.timestamp_ms if self.log_ts_ms is None else self.log_ts_ms
 
     @property
     def is_tick(self) -> bool:
@@ -117,11 +135,12 @@ def parse_envelope(
     """The envelope of one record, from its Kafka headers in one pass (list of pairs or a mapping).
 
     The first occurrence of a header counts. `hw-control` is read on the control topic only and
-    `hw-tick` everywhere else; a tick's value is parsed here, so nothing parses it twice.
+    `hw-tick` everywhere else; a tick's value is parsed here, so nothing parses it twice. An
+    unreadable `hw-log-ts` is ignored (the Kafka timestamp stands in).
     """
     if not headers:
         return Envelope(source, timestamp_ms)
-    seq_raw = tick_flag = control_raw = None
+    seq_raw = tick_flag = control_raw = log_ts_raw = None
     items = headers.items() if isinstance(headers, dict) else headers
     for key, raw in items:  # type: ignore[attr-defined]
         if key == SEQ_HEADER:
@@ -130,28 +149,44 @@ def parse_envelope(
             tick_flag = raw if tick_flag is None else tick_flag
         elif key == CONTROL_HEADER:
             control_raw = raw if control_raw is None else control_raw
-    seq = int(seq_raw) if seq_raw is not None and bytes(seq_raw).isdigit() else None
+        elif key == LOG_TS_HEADER:
+            log_ts_raw = raw if log_ts_raw is None else log_ts_raw
+    seq = _digits(seq_raw)
+    log_ts = _digits(log_ts_raw)
     traffic: Traffic = "live" if seq_raw is None and tick_flag is None else "replay"
     control: ControlKind | None = None
     if source == "control":
         control = "carm" if control_raw == b"carm" else "tick" if control_raw == b"tick" else None
         if control != "tick":
-            return Envelope(source, timestamp_ms, seq, control, traffic=traffic)
+            return Envelope(source, timestamp_ms, seq, control, traffic=traffic, log_ts_ms=log_ts)
     elif tick_flag is None:
-        return Envelope(source, timestamp_ms, seq, traffic=traffic)
+        return Envelope(source, timestamp_ms, seq, traffic=traffic, log_ts_ms=log_ts)
     try:
         tick = Tick.from_bytes(value or b"")
     except (ValueError, KeyError, TypeError) as exc:
-        return Envelope(source, timestamp_ms, seq, control, tick_error=str(exc), traffic=traffic)
-    return Envelope(source, timestamp_ms, seq, control, tick, traffic=traffic)
+        return Envelope(source, timestamp_ms, seq, control, None, str(exc), traffic, log_ts)
+    return Envelope(source, timestamp_ms, seq, control, tick, traffic=traffic, log_ts_ms=log_ts)
 
 
-def control_headers(kind: ControlKind, seq: int | None = None) -> list[tuple[str, bytes]]:
-    """The headers of a control-topic record (`seq`: a replayed CARM change stays marked as replay)."""
+def _digits(raw: object) -> int | None:
+    """A header's non-negative integer, None if absent or unreadable."""
+    return int(raw) if raw is not None and bytes(raw).isdigit() else None  # type: ignore[call-overload]
+
+
+def log_ts_headers(log_ts_ms: int | None) -> list[tuple[str, bytes]]:
+    """The `hw-log-ts` header of a replayed record (none when there is no log timestamp)."""
+    return [] if log_ts_ms is None else [(LOG_TS_HEADER, str(log_ts_ms).encode("ascii"))]
+
+
+def control_headers(
+    kind: ControlKind, seq: int | None = None, log_ts_ms: int | None = None
+) -> list[tuple[str, bytes]]:
+    """The headers of a control-topic record (`seq`: a replayed CARM change stays marked as replay;
+    `log_ts_ms`: its log timestamp, which the tombstone rule reads, survives the broadcast)."""
     headers = [(CONTROL_HEADER, b"carm" if kind == "carm" else b"tick")]
     if seq is not None:
         headers.append((SEQ_HEADER, str(seq).encode()))
-    return headers
+    return headers + log_ts_headers(log_ts_ms)
 
 
 def alert_headers(trigger: Envelope) -> list[tuple[str, bytes]]:

@@ -44,7 +44,8 @@ running `holdwatch worker --clock event` produces the alerts the back-test produ
 
 What it sends:
   * every record with its key, its value as compact JSON bytes (malformed values too: the
-    pipeline dead-letters them), Kafka timestamp = the line's `timestamp`, else the value's
+    pipeline dead-letters them), the Kafka timestamp left to the producer (now: retention
+    counts from the replay), header hw-log-ts = the line's `timestamp`, else the value's
     occurred_at, else the replay's event time so far (never "now"), and header hw-seq = a
     per-replay base (from the clock) + its position in the whole replay (across files);
   * every --tick-every records, and once at the end (final), a tick to EVERY partition of the
@@ -58,7 +59,13 @@ What it sends:
 
 Unreadable lines and records of other topics are reported (file:line) and skipped. Progress
 goes to stderr every 2 s, a summary at the end. Exit codes: 0 done, 1 Kafka failure,
-2 bad arguments / missing files / no broker configured, 130 interrupted. Details: docs/replay.md.""",
+2 bad arguments / missing files / no broker configured, 130 interrupted. Details: docs/replay.md.
+
+Delivery: every record counts as sent only once the broker acknowledged it. While the broker is
+away (a restart), replay retries for up to --broker-timeout seconds and says so on stderr; if
+records still cannot be delivered it exits 1 naming how many and the first line that may be
+missing: rerun with the same logs and --from-line N (lines 1..N-1 of the logs, counted across
+the files in order, are read for the replay clock but not published).""",
     )
     parser.add_argument(
         "logs", nargs="+", type=Path, metavar="LOG", help="event log file(s), in replay order"
@@ -86,6 +93,26 @@ goes to stderr every 2 s, a summary at the end. Exit codes: 0 done, 1 Kafka fail
         default=120.0,
         metavar="S",
         help="give up waiting at the CARM barrier after S seconds, with a warning (default 120)",
+    )
+    parser.add_argument(
+        "--broker-timeout",
+        type=number(1),
+        default=300.0,
+        metavar="S",
+        help=(
+            "retry records the broker does not acknowledge (e.g. while it restarts) for S seconds, "
+            "then stop with exit code 1 and the line to resume from (default 300)"
+        ),
+    )
+    parser.add_argument(
+        "--from-line",
+        type=integer(1),
+        default=1,
+        metavar="N",
+        help=(
+            "resume a replay: publish from line N of the logs (counted across the files in order, "
+            "as replay's messages count them); earlier lines only move the replay clock (default 1)"
+        ),
     )
     parser.add_argument(
         "--tick-every",
@@ -121,7 +148,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if failed is not None:
         return failed
     try:
-        sender = KafkaPythonSender.create(config)
+        sender = KafkaPythonSender.create(config, broker_timeout_s=args.broker_timeout, say=_say)
     except Exception as exc:  # noqa: BLE001 - unreachable broker, bad credentials: said plainly
         _say(f"holdwatch replay: cannot connect a producer to {config['bootstrap_servers']}: "
              f"{type(exc).__name__}: {exc}")  # fmt: skip
@@ -134,7 +161,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _prepare_topics(settings: Settings, config: dict[str, Any]) -> int | None:
     """Create missing topics and check co-partitioning; an exit code if replay cannot go on."""
-    from streams.kafka.admin import co_partitioning_problems, ensure_topics
+    from streams.kafka.admin import co_partitioning_problems, ensure_topics, retention_warnings
     from streams.kafka.config import admin_client
 
     def admin(settings: Settings) -> Any:
@@ -148,6 +175,8 @@ def _prepare_topics(settings: Settings, config: dict[str, Any]) -> int | None:
             f"broker running and reachable?): {type(exc).__name__}: {exc}"
         )
         return 1
+    for warning in retention_warnings(results):  # a warning: replay goes on (docs/replay.md)
+        _say(f"holdwatch replay: WARNING: {warning}")
     problems = co_partitioning_problems(results)
     for problem in problems:
         _say(f"holdwatch replay: {problem}")
@@ -173,7 +202,8 @@ def _publish(
         topics,
         tick_every=args.tick_every,
         carm_barrier=args.carm_barrier,
-        seq_base=seq_base_now(time.time_ns()),
+        seq_base=seq_base_now(time.time_ns()),  # a resumed replay numbers above the first one too
+        from_line=args.from_line,
     )
     wait = kafka_barrier(
         config, settings.app_id, args.barrier_timeout, then_topics=[control_topic(settings)], say=_say

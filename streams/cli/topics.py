@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from streams.kafka.admin import co_partitioning_problems, ensure_topics
+from streams.kafka.admin import co_partitioning_problems, ensure_topics, retention_warnings
 from streams.kafka.config import KafkaConfigError, explain_connection_error, resolve_bootstrap
 from streams.settings import Settings
 
@@ -25,7 +25,9 @@ def register(subparsers: Any) -> None:
             "Create emanifest.events, rns.events, carm.readiness (compacted), holdwatch.alerts and "
             "holdwatch.deadletter (names from HOLDWATCH_TOPIC_*) with HOLDWATCH_PARTITIONS partitions "
             "and HOLDWATCH_REPLICATION_FACTOR replicas. Existing topics are left alone and reported. "
-            "Exits 1 if the co-partitioned input topics have different partition counts."
+            "Exits 1 if the co-partitioned input topics have different partition counts. Warns on "
+            "stderr, with the fix, when an input topic's retention could delete records before the "
+            "pipeline consumes them (retention.bytes set, or retention.ms under a day; docs/replay.md)."
         ),
     )
     create.set_defaults(func=create_topics)
@@ -45,6 +47,8 @@ def create_topics(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     for result in results:
         print(f"  {result.describe()}")
+    for warning in retention_warnings(results):
+        print(f"WARNING: {warning}", file=sys.stderr)
     problems = co_partitioning_problems(results)
     for problem in problems:
         print(f"ERROR: {problem}", file=sys.stderr)

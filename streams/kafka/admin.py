@@ -2,7 +2,9 @@
 
 Why: the inputs are joined by key inside one worker task, which only works if every input topic has
 the same partition count (co-partitioning). A topic created earlier with another count is reported,
-not silently used.
+not silently used. The input topics' retention is checked too: a replay publishes history with
+the wall time as the Kafka timestamp, so only a size limit or a very short time limit could delete
+records the pipeline has not consumed yet (`retention_risks`, docs/replay.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from streams.settings import Settings
 
 TopicRole = Literal["input", "output", "internal"]
 TopicStatus = Literal["created", "exists"]
+
+SAFE_RETENTION_MS = 24 * 3600 * 1000
+"""Below this time retention, a long replay (or a pipeline stopped for a while) can lose input."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class TopicResult:
     status: TopicStatus
     partitions: int  # what the cluster has now (may differ from spec.partitions if it existed)
     config_mismatches: tuple[str, ...] = ()  # e.g. "cleanup.policy=delete (wanted compact)"
+    retention_risks: tuple[str, ...] = ()  # how the topic's retention could drop unconsumed input
 
     @property
     def name(self) -> str:
@@ -87,6 +93,34 @@ def co_partitioning_problems(results: Sequence[TopicResult]) -> list[str]:
     ]
 
 
+def retention_risks(name: str, config: Mapping[str, str]) -> tuple[str, ...]:
+    """How an input topic's retention (its described config) could delete records before the
+    pipeline consumed them, each with the fix; empty when it cannot (or the topic is compact only)."""
+    if "delete" not in config.get("cleanup.policy", "delete"):
+        return ()
+    fix = f"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name {name}"
+    risks = []
+    size = config.get("retention.bytes", "-1")
+    if size.lstrip("-").isdigit() and int(size) >= 0:
+        risks.append(
+            f"{name}: retention.bytes={size} deletes a partition's oldest records once it holds more, "
+            f"consumed or not (a long replay outgrows it); fix: {fix} --add-config retention.bytes=-1"
+        )
+    age = config.get("retention.ms", "-1")
+    if age.lstrip("-").isdigit() and 0 <= int(age) < SAFE_RETENTION_MS:
+        risks.append(
+            f"{name}: retention.ms={age} (under a day) deletes records the pipeline has not consumed "
+            f"within it (a replay stamps records with the time it sends them); "
+            f"fix: {fix} --add-config retention.ms=604800000"
+        )
+    return tuple(risks)
+
+
+def retention_warnings(results: Sequence[TopicResult]) -> list[str]:
+    """Every retention risk of the topics, one line each (for stderr)."""
+    return [risk for result in results for risk in result.retention_risks]
+
+
 def check_co_partitioning(results: Sequence[TopicResult]) -> None:
     problems = co_partitioning_problems(results)
     if problems:
@@ -108,31 +142,70 @@ def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
     return counts
 
 
-def _config_mismatches(admin: Any, specs: list[TopicSpec], existing: set[str]) -> dict[str, tuple[str, ...]]:
-    """Configs of pre-existing topics that differ from what holdwatch would create."""
+def _described_configs(admin: Any, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each topic's effective config (broker defaults included), as name -> {key: value}."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    wanted = {spec.name: spec.config for spec in specs if spec.config and spec.name in existing}
-    if not wanted:
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    if not resources:
         return {}
-    described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted], config_filter="all"
-    )
-    topics = described.get("topic", {})
+    topics = admin.describe_configs(resources, config_filter="all").get("topic", {})
+    return {
+        name: {key: entry.get("value") for key, entry in config.items() if entry.get("value") is not None}
+        for name, config in topics.items()
+    }
+
+
+def _config_mismatches(
+    specs: list[TopicSpec], existing: set[str], actual: Mapping[str, Mapping[str, str]]
+) -> dict[str, tuple[str, ...]]:
+    """Configs of pre-existing topics that differ from what holdwatch would create."""
     mismatches: dict[str, tuple[str, ...]] = {}
-    for name, config in wanted.items():
-        actual = topics.get(name, {})
+    for spec in specs:
+        if not spec.config or spec.name not in existing:
+            continue
+        config = actual.get(spec.name, {})
         found = tuple(
-            f"{key}={actual.get(key, {}).get('value')} (wanted {value})"
-            for key, value in config.items()
-            if actual.get(key, {}).get("value") != value
+            f"{key}={config.get(key)} (wanted {value})"
+            for key, value in spec.config.items()
+            if config.get(key) != value
         )
         if found:
-            mismatches[name] = found
+            mismatches[spec.name] = found
     return mismatches
 
 
 _TOPIC_ALREADY_EXISTS = 36
+
+
+def _create_missing(admin: Any, missing: list[TopicSpec]) -> set[str]:
+    """Create the missing topics; the names this call created (a lost race is fine)."""
+    if not missing:
+        return set()
+    response = admin.create_topics(
+        {
+            spec.name: {
+                "num_partitions": spec.partitions,
+                "replication_factor": spec.replication_factor,
+                "configs": dict(spec.config),
+            }
+            for spec in missing
+        },
+        raise_errors=False,
+    )
+    created: set[str] = set()
+    errors = []
+    for topic in response.get("topics", []):
+        code = topic.get("error_code", 0)
+        if code == 0:
+            created.add(topic["name"])
+        elif code != _TOPIC_ALREADY_EXISTS:  # lost a race with another creator: fine
+            errors.append(f"{topic['name']}: {topic.get('error_message') or f'error code {code}'}")
+    if errors:
+        raise RuntimeError("could not create topics: " + "; ".join(errors))
+    if created:
+        admin.wait_for_topics(sorted(created), timeout_ms=30000)
+    return created
 
 
 def ensure_topics(
@@ -152,46 +225,26 @@ def ensure_topics(
     admin = admin_factory(settings)
     try:
         existing = set(admin.list_topics())
-        missing = [spec for spec in specs if spec.name not in existing]
-        created: set[str] = set()
-        if missing:
-            response = admin.create_topics(
-                {
-                    spec.name: {
-                        "num_partitions": spec.partitions,
-                        "replication_factor": spec.replication_factor,
-                        "configs": dict(spec.config),
-                    }
-                    for spec in missing
-                },
-                raise_errors=False,
-            )
-            errors = []
-            for topic in response.get("topics", []):
-                code = topic.get("error_code", 0)
-                if code == 0:
-                    created.add(topic["name"])
-                elif code != _TOPIC_ALREADY_EXISTS:  # lost a race with another creator: fine
-                    errors.append(f"{topic['name']}: {topic.get('error_message') or f'error code {code}'}")
-            if errors:
-                raise RuntimeError("could not create topics: " + "; ".join(errors))
-            if created:
-                admin.wait_for_topics(sorted(created), timeout_ms=30000)
+        created = _create_missing(admin, [spec for spec in specs if spec.name not in existing])
         counts = _partition_counts(admin, names)
-        mismatches = _config_mismatches(admin, specs, existing)
+        checked = {s.name for s in specs if s.role == "input" or (s.config and s.name in existing)}
+        actual = _described_configs(admin, sorted(checked))
     finally:
         admin.close()
+    mismatches = _config_mismatches(specs, existing, actual)
     results = []
     for spec in specs:
         if spec.name not in counts:
             raise RuntimeError(f"topic {spec.name} is not visible in the cluster metadata")
         status: TopicStatus = "created" if spec.name in created else "exists"
+        is_input = spec.role == "input"
         results.append(
             TopicResult(
                 spec=spec,
                 status=status,
                 partitions=counts[spec.name],
                 config_mismatches=mismatches.get(spec.name, ()),
+                retention_risks=retention_risks(spec.name, actual.get(spec.name, {})) if is_input else (),
             )
         )
     return results

@@ -4,7 +4,9 @@ Kafka keeps order only inside one topic-partition, while the back-test applies a
 file order across topics. The plan stamps each record with its position in the log (`hw-seq`,
 schemas/envelope.py), ticks every partition of the CCN-keyed topics and, before any shipment
 event, waits until the pipeline has consumed the log's leading CARM snapshots (the barrier:
-a snapshot must not be overtaken by the shipments it judges). Tested without a broker.
+a snapshot must not be overtaken by the shipments it judges). Records are published
+without a Kafka timestamp (the producer stamps the wall time, so the topics' retention
+counts from the replay) and with the log's timestamp in `hw-log-ts`. Tested without a broker.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Final, TypeAlias
 
 from alerting.engine.ingest import EPOCH  # the engine's time before any event (tombstone rule)
 from schemas.decode import Decoded, TopicKind, decode_parsed, topic_kinds
-from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick
+from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, log_ts_headers
 from schemas.eventlog import BadLine, LogRecord, read_log
 from streams.settings import Settings
 
@@ -55,19 +57,21 @@ class ReplayTopics:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Send one log record."""
+    """Send one log record (its Kafka timestamp is left to the producer: the replay's wall time)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int
+    log_ts_ms: int
+    """The record's timestamp in the log (header `hw-log-ts`), the pipeline's event time for it."""
     seq: int
     source: str  # "file:line", for messages
     event_time: datetime | None = None  # the replay clock after this record, if it moved it
+    line: int = 0  # its line in the concatenated logs: where `--from-line` resumes if it is lost
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
-        return [(SEQ_HEADER, str(self.seq).encode("ascii"))]
+        return [(SEQ_HEADER, str(self.seq).encode("ascii")), *log_ts_headers(self.log_ts_ms)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,9 @@ class ReplayPlanner:
     seq_base: int = 0
     """Seqs of this replay are seq_base + 1, 2, ...: a later replay into the same topics must use a
     larger base, so the pipeline never takes its records for stragglers of the previous one."""
+    from_line: int = 1
+    """Publish from this line of the concatenated logs on (`--from-line`); earlier lines are read
+    for the replay clock only, so timestamps and ticks are those of the whole replay."""
     last_seq: int = 0
     published: int = 0
     clock: datetime | None = None
@@ -158,6 +165,9 @@ class ReplayPlanner:
     _kinds: dict[str, TopicKind] = field(default_factory=dict)
     _carm_prefix: int = 0
     _past_prefix: bool = False
+    _file: str | None = None
+    _file_offset: int = 0  # lines of the earlier files (up to the last line read_log returned)
+    _line: int = 0  # the current line in the concatenated logs
 
     def __post_init__(self) -> None:
         if self.tick_every < 1:
@@ -167,6 +177,12 @@ class ReplayPlanner:
 
     def feed(self, source: str, item: LogRecord | BadLine) -> list[Action]:
         """The actions for one log line (`source` names its file)."""
+        if source != self._file:
+            self._file, self._file_offset = source, self._line
+        self._line = self._file_offset + item.line
+        if self._line < self.from_line:
+            self._read_only(item)
+            return []
         if isinstance(item, BadLine):
             return [Skip(f"{source}:{item.line}", item.reason, item.detail)]
         kind = self._kinds.get(item.topic)
@@ -192,10 +208,11 @@ class ReplayPlanner:
                 topic=item.topic,
                 key=key_bytes(item.key),
                 value=value_bytes(item.value),
-                timestamp_ms=self._timestamp_ms(item),
+                log_ts_ms=self._log_ts_ms(item),
                 seq=self.last_seq,
                 source=f"{source}:{item.line}",
                 event_time=moved_to,
+                line=self._line,
             )
         )
         if self.published % self.tick_every == 0:
@@ -210,6 +227,15 @@ class ReplayPlanner:
     def finish(self) -> list[Action]:
         """The final tick: every partition reaches the log's last event time."""
         return [self.tick(final=True)]
+
+    def _read_only(self, item: LogRecord | BadLine) -> None:
+        """A line before `from_line`: it moves the clock and ends the CARM prefix, as if published."""
+        kind = None if isinstance(item, BadLine) else self._kinds.get(item.topic)
+        if kind is None or isinstance(item, BadLine):
+            return
+        if kind is not TopicKind.CARM:
+            self._past_prefix = True
+        self._advance(kind, item)
 
     def _advance(self, kind: TopicKind, item: LogRecord) -> datetime | None:
         """Move the clock to this record's event time if the pipeline would accept it and it is later."""
@@ -236,10 +262,10 @@ class ReplayPlanner:
             return None
         return decoded.event.occurred_at
 
-    def _timestamp_ms(self, item: LogRecord) -> int:
+    def _log_ts_ms(self, item: LogRecord) -> int:
         """The log's timestamp, else the value's occurred_at, else the replay clock so far.
 
-        Never the wall clock: the pipeline takes a tombstone's time from its record timestamp
+        Never the wall clock: the pipeline takes a tombstone's time from this (`hw-log-ts`)
         and the back-test takes the clock so far (the epoch before any event), and "now" would
         jump a historical replay's clock to today and fire every deadline at once.
         """
@@ -273,9 +299,12 @@ def plan_replay(
     tick_every: int = DEFAULT_TICK_EVERY,
     carm_barrier: bool = True,
     seq_base: int = 0,
+    from_line: int = 1,
 ) -> Iterator[Action]:
-    """The whole replay as actions, ending with the final tick."""
-    planner = ReplayPlanner(topics, tick_every=tick_every, carm_barrier=carm_barrier, seq_base=seq_base)
+    """The whole replay as actions (from `from_line` of the concatenated logs), ending with the final tick."""
+    planner = ReplayPlanner(
+        topics, tick_every=tick_every, carm_barrier=carm_barrier, seq_base=seq_base, from_line=from_line
+    )
     for source, item in items:
         yield from planner.feed(source, item)
     yield from planner.finish()
@@ -332,5 +361,3 @@ def gap_tick_time(clock: datetime | None, paced: datetime | None, next_time: dat
     ceiling = next_time - timedelta(milliseconds=1)
     when = paced if paced is not None else floor
     return max(floor, min(when, ceiling))
-
-

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +24,6 @@ from streams.replay.plan import (
     ReplayTopics,
     Skip,
     TickAll,
-    epoch_ms,
     gap_tick_time,
 )
 
@@ -35,7 +33,15 @@ from streams.replay.plan import (
 
 
 class ReplayError(RuntimeError):
-    """The replay could not publish (delivery failure, missing topic)."""
+    """The replay could not publish (delivery failure, missing topic).
+
+    `resume_line`: for a delivery failure, the first line of the concatenated logs that may be
+    missing from the topics (every earlier one was acknowledged): `--from-line` resumes there.
+    """
+
+    def __init__(self, message: str, *, resume_line: int | None = None) -> None:
+        super().__init__(message)
+        self.resume_line = resume_line
 
 
 class Sender(Protocol):
@@ -50,7 +56,9 @@ class Sender(Protocol):
         headers: list[tuple[str, bytes]],
         timestamp_ms: int | None,
         partition: int | None = None,
-    ) -> None: ...
+        line: int = 0,
+    ) -> None:
+        """Queue one record; `line` (in the concatenated logs) is named if it is not delivered."""
 
     def partitions(self, topic: str) -> list[int]: ...
 
@@ -147,6 +155,7 @@ class _Replay:
         self.pacer = Pacer(options.speed, options.max_sleep_s) if options.speed else None
         self.partitions = {topic: self._partitions(topic) for topic in topics.ticked}
         self.clock: datetime | None = None
+        self.next_line = 1  # the line after the last record sent: where a lost tick resumes
         self.started = wall.monotonic()
         self.next_progress = self.started + options.progress_every_s
 
@@ -195,8 +204,10 @@ class _Replay:
             key=action.key,
             value=action.value,
             headers=action.headers,
-            timestamp_ms=action.timestamp_ms,
+            timestamp_ms=None,  # the producer's wall time: retention counts from the replay
+            line=action.line,
         )
+        self.next_line = action.line + 1
         report = self.report
         report.records += 1
         if action.event_time is not None:
@@ -225,13 +236,13 @@ class _Replay:
         deadline = wall.monotonic() + wait
         while (remaining := deadline - wall.monotonic()) > 0:
             when = gap_tick_time(self.clock, self.pacer.event_time_at(wall.monotonic()), action.event_time)
-            self.send_tick(TickAll(self.topics.ticked, Tick(action.seq, when)))
+            self.send_tick(TickAll(self.topics.ticked, Tick(action.seq, when)), line=action.line)
             self.maybe_progress()
             wall.sleep(min(self.options.gap_tick_every_s, remaining))
 
-    def send_tick(self, action: TickAll) -> None:
+    def send_tick(self, action: TickAll, *, line: int | None = None) -> None:
+        """A tick to every partition; its event time is in its value, its Kafka timestamp the wall time."""
         value = action.tick.to_bytes()
-        timestamp_ms = epoch_ms(action.tick.time)
         for topic in action.topics:
             for partition in self.partitions.get(topic) or self._partitions(topic):
                 self.sender.send(
@@ -239,8 +250,9 @@ class _Replay:
                     key=None,
                     value=value,
                     headers=TICK_VALUE_HEADERS,
-                    timestamp_ms=timestamp_ms,
+                    timestamp_ms=None,
                     partition=partition,
+                    line=self.next_line if line is None else line,
                 )
                 self.report.tick_messages += 1
         self.report.ticks += 1
@@ -377,42 +389,94 @@ MAX_IN_FLIGHT_RECORDS: Final = 20_000
 """kafka-python 3 has no buffer_memory bound: replay waits for the oldest record beyond this."""
 
 
-class KafkaPythonSender:
-    """`Sender` over kafka-python's KafkaProducer.
+DEFAULT_BROKER_TIMEOUT_S: Final = 300.0
+OUTAGE_NOTICE_AFTER_S: Final = 5.0
+"""An acknowledgement this late means the broker is away (a healthy local one answers in ms)."""
 
-    Keeps the futures of the last `max_in_flight` records: waiting on the oldest one bounds
-    memory (constant, whatever the log's size), and a failed delivery is seen when its future
-    leaves the window or at flush.
+
+def producer_timeouts(broker_timeout_s: float) -> dict[str, int]:
+    """kafka-python timeouts so that it retries a record for `broker_timeout_s`, then fails it.
+
+    delivery_timeout_ms bounds the retries of a queued record, max_block_ms a send() that waits
+    for metadata; kafka-python wants delivery_timeout_ms >= linger_ms + request_timeout_ms.
+    """
+    total_ms = max(1000, int(broker_timeout_s * 1000))
+    request_ms = min(30_000, max(500, total_ms // 2))
+    delivery_ms = max(total_ms, request_ms + int(PRODUCER_TUNING["linger_ms"]) + 1)
+    return {"delivery_timeout_ms": delivery_ms, "request_timeout_ms": request_ms, "max_block_ms": total_ms}
+
+
+@dataclass(slots=True)
+class _InFlight:
+    future: Any
+    line: int
+    sent_at: float
+
+
+@dataclass(slots=True)
+class DeliveryLedger:
+    """What was not acknowledged: how many records, the first line and the first error."""
+
+    failed: int = 0
+    first_line: int | None = None
+    first_error: BaseException | None = None
+
+    def record(self, line: int, error: BaseException) -> None:
+        self.failed += 1
+        self.first_line = line if self.first_line is None else min(self.first_line, line)
+        if self.first_error is None:
+            self.first_error = error
+
+    def error(self) -> ReplayError:
+        assert self.first_error is not None and self.first_line is not None
+        return ReplayError(
+            f"{self.failed:,} record(s) were not acknowledged by the broker (first error: "
+            f"{type(self.first_error).__name__}: {self.first_error}). Every line before line "
+            f"{self.first_line:,} of the logs was delivered; resume with the same logs and "
+            f"--from-line {self.first_line}",
+            resume_line=self.first_line,
+        )
+
+
+class KafkaPythonSender:
+    """`Sender` over kafka-python's KafkaProducer: no record is taken as sent until acknowledged.
+
+    kafka-python retries a record on transient errors (a broker restart: connection refused,
+    NOT_LEADER, ...) for `broker_timeout_s`; meanwhile an acknowledgement overdue by 5 s is
+    reported as an outage. Keeps the futures of the last `max_in_flight` records (constant
+    memory); the first failed one stops the replay: the rest in flight are settled, and
+    ReplayError names how many failed and the first line to resume from.
     """
 
-    def __init__(self, producer: Any, *, max_in_flight: int = MAX_IN_FLIGHT_RECORDS) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT_RECORDS,
+        broker_timeout_s: float = DEFAULT_BROKER_TIMEOUT_S,
+        say: Callable[[str], None] = print,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._producer = producer
-        self._window: deque[Any] = deque()
+        self._window: deque[_InFlight] = deque()
         self._max_in_flight = max_in_flight
-        self.failed = 0
-        self.first_error: BaseException | None = None
+        self._broker_timeout_s = broker_timeout_s
+        self._say = say
+        self._monotonic = monotonic
+        self._next_notice = 0.0
+        self.ledger = DeliveryLedger()
 
     @classmethod
-    def create(cls, config: dict[str, Any]) -> KafkaPythonSender:
+    def create(
+        cls, config: dict[str, Any], *, broker_timeout_s: float = DEFAULT_BROKER_TIMEOUT_S,
+        say: Callable[[str], None] = print,
+    ) -> KafkaPythonSender:  # fmt: skip
         from kafka import KafkaProducer
 
-        return cls(KafkaProducer(client_id="holdwatch-replay", **PRODUCER_TUNING, **config))
-
-    def _settle(self, future: Any, timeout_s: float | None) -> None:
-        if not future.is_done:
-            with contextlib.suppress(Exception):  # recorded just below, raised as a ReplayError
-                future.get(timeout=timeout_s)
-        if future.failed():
-            self.failed += 1
-            if self.first_error is None:
-                self.first_error = future.exception
-
-    def _check(self) -> None:
-        if self.first_error is not None:
-            raise ReplayError(
-                f"{self.failed:,} record(s) could not be delivered; first error: "
-                f"{type(self.first_error).__name__}: {self.first_error}"
-            )
+        producer = KafkaProducer(
+            client_id="holdwatch-replay", **PRODUCER_TUNING, **producer_timeouts(broker_timeout_s), **config
+        )
+        return cls(producer, broker_timeout_s=broker_timeout_s, say=say)
 
     def send(
         self,
@@ -423,28 +487,75 @@ class KafkaPythonSender:
         headers: list[tuple[str, bytes]],
         timestamp_ms: int | None,
         partition: int | None = None,
+        line: int = 0,
     ) -> None:
-        window = self._window
-        window.append(
-            self._producer.send(
+        now = self._monotonic()
+        try:
+            future = self._producer.send(
                 topic, value=value, key=key, headers=headers, partition=partition, timestamp_ms=timestamp_ms
             )
-        )
+        except Exception as exc:  # noqa: BLE001 - e.g. no metadata within --broker-timeout
+            self.ledger.record(line, exc)
+            self._stop()
+        window = self._window
+        window.append(_InFlight(future, line, now))
+        while window and window[0].future.is_done:  # settle what is acknowledged, in order
+            self._settle(window.popleft())
         if len(window) > self._max_in_flight:
-            self._settle(window.popleft(), None)
-            self._check()
+            self._settle(window.popleft())
+        elif window and len(window) & 255 == 0:
+            self._notice_outage(window[0])
+        if self.ledger.failed:
+            self._stop()
 
     def partitions(self, topic: str) -> list[int]:
         return sorted(self._producer.partitions_for(topic) or ())
 
     def flush(self) -> None:
-        self._producer.flush()
+        """Wait until every record is acknowledged; ReplayError if any was not."""
         while self._window:
-            self._settle(self._window.popleft(), None)
-        self._check()
+            self._settle(self._window.popleft())
+        if self.ledger.failed:
+            raise self.ledger.error()
 
     def close(self) -> None:
         self._producer.close(timeout=10)
+
+    def _stop(self) -> None:
+        """Settle what is in flight (to count it), then end the replay with the ledger's error."""
+        self.flush()
+        raise self.ledger.error()  # flush raised already unless the ledger was filled just now
+
+    def _settle(self, entry: _InFlight) -> None:
+        """Wait for one record, telling of an outage while its acknowledgement is overdue."""
+        from kafka.errors import KafkaTimeoutError
+
+        future = entry.future
+        give_up_at = entry.sent_at + self._broker_timeout_s + 30.0  # kafka-python gives up first
+        while not future.is_done:
+            try:
+                future.get(timeout=1.0)
+            except KafkaTimeoutError:
+                if not future.is_done:
+                    self._notice_outage(entry)
+                    if self._monotonic() >= give_up_at:
+                        self.ledger.record(entry.line, KafkaTimeoutError("no acknowledgement"))
+                        return
+            except Exception:  # noqa: BLE001 - a failed delivery: recorded just below
+                break
+        if future.failed():
+            self.ledger.record(entry.line, future.exception)
+
+    def _notice_outage(self, oldest: _InFlight) -> None:
+        now = self._monotonic()
+        overdue = now - oldest.sent_at
+        if overdue < OUTAGE_NOTICE_AFTER_S or now < self._next_notice:
+            return
+        self._next_notice = now + OUTAGE_NOTICE_AFTER_S
+        self._say(
+            f"replay: broker unreachable since {overdue:.0f} s (no acknowledgement), retrying … "
+            f"(gives up after {self._broker_timeout_s:g} s, --broker-timeout)"
+        )
 
 
 def kafka_barrier(

@@ -320,7 +320,8 @@ def _carm_agent(app: faust.App, worker: Worker) -> None:
                 continue
             assert isinstance(result, Decoded)
             envelope = parse_envelope("carm", message.headers, None, None)
-            headers = control_headers("carm", envelope.seq)
+            # hw-log-ts too: a replayed tombstone's time is its log timestamp, not the Kafka one.
+            headers = control_headers("carm", envelope.seq, envelope.log_ts_ms)
             for partition in range(partitions):
                 await worker.topology.control.send(
                     key=result.key.encode(),

@@ -50,6 +50,11 @@ class RawRecord:
     def timestamp_ms(self) -> int | None:
         return self.envelope.timestamp_ms
 
+    @property
+    def event_ms(self) -> int | None:
+        """Its timestamp in event time: the log's when replayed (`hw-log-ts`), else the Kafka one."""
+        return self.envelope.event_ms
+
     def ack(self) -> None:
         self.handle.ack()
 
@@ -138,7 +143,8 @@ class PartitionProcessor:
             self._ingest(result, record, out)
 
     def _ingest(self, decoded: Decoded, record: RawRecord, out: Output) -> None:
-        done = ingest(self.runner, decoded, record.timestamp_ms)
+        # Event time, not the Kafka timestamp: a replayed record is stamped with the replay's wall time.
+        done = ingest(self.runner, decoded, record.event_ms)
         out.applied.append((record, done.event_type))
         out.add_alerts(done.alerts, record)
 

@@ -14,6 +14,8 @@ from streams.kafka.admin import (
     check_co_partitioning,
     co_partitioning_problems,
     ensure_topics,
+    retention_risks,
+    retention_warnings,
     topic_specs,
 )
 from streams.settings import Settings
@@ -135,3 +137,32 @@ def test_duplicate_extra_topic_is_rejected(tmp_path: Path) -> None:
     duplicate = TopicSpec(settings.topic_alerts, partitions=1, replication_factor=1)
     with pytest.raises(ValueError, match="duplicate"):
         ensure_topics(settings, [duplicate], admin_factory=lambda _: FakeAdmin({}))
+
+
+def test_retention_that_could_drop_unconsumed_input_is_a_risk_with_its_fix() -> None:
+    assert retention_risks("em", {"cleanup.policy": "delete", "retention.ms": "604800000"}) == ()
+    assert retention_risks("em", {"retention.ms": "-1", "retention.bytes": "-1"}) == ()
+    size = retention_risks("em", {"retention.bytes": "1073741824"})
+    assert len(size) == 1 and "retention.bytes=1073741824" in size[0]
+    assert "--entity-name em --add-config retention.bytes=-1" in size[0]
+    short = retention_risks("em", {"retention.ms": "3600000", "retention.bytes": "0"})
+    assert len(short) == 2 and "retention.ms=3600000" in short[1] and "retention.ms=604800000" in short[1]
+    assert retention_risks("carm", {"cleanup.policy": "compact", "retention.bytes": "10"}) == ()
+    assert len(retention_risks("carm", {"cleanup.policy": "compact,delete", "retention.bytes": "10"})) == 1
+
+
+def test_ensure_topics_reports_the_input_topics_retention_risks(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    names = settings.topic_names().values()
+    admin = FakeAdmin(
+        dict.fromkeys(names, 6),
+        {
+            settings.topic_rns: {"retention.bytes": "1000"},
+            settings.topic_carm: {"cleanup.policy": "compact"},
+            settings.topic_alerts: {"retention.ms": "1000"},  # not an input: not checked
+        },
+    )
+    results = ensure_topics(settings, admin_factory=lambda _: admin)
+    warnings = retention_warnings(results)
+    assert len(warnings) == 1 and warnings[0].startswith(f"{settings.topic_rns}: retention.bytes=1000")
+    assert all(not r.config_mismatches for r in results)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from schemas.envelope import (
     CONTROL_HEADER,
+    LOG_TS_HEADER,
     SEQ_HEADER,
     TICK_HEADER,
     TRAFFIC_HEADER,
@@ -15,6 +16,7 @@ from schemas.envelope import (
     Tick,
     alert_headers,
     control_headers,
+    log_ts_headers,
     parse_alert_origin,
     parse_envelope,
 )
@@ -115,3 +117,34 @@ def test_alert_origin_of_missing_or_unreadable_headers() -> None:
     odd = [(TRAFFIC_HEADER, b"sideways"), (TRIGGER_TS_HEADER, b"-5")]
     assert parse_alert_origin(odd) == AlertOrigin("live", None)
     assert parse_alert_origin(((TRIGGER_TS_HEADER, b"77"),)) == AlertOrigin("live", 77)
+
+
+def test_a_replayed_record_takes_its_event_time_from_the_log_timestamp_header() -> None:
+    """Replay leaves the Kafka timestamp to the producer (now) and puts the log's in `hw-log-ts`."""
+    headers = [(SEQ_HEADER, b"3"), *log_ts_headers(1_000)]
+    assert headers[1] == (LOG_TS_HEADER, b"1000")
+    envelope = parse_envelope("emanifest", headers, b"{}", 9_999)
+    assert (envelope.timestamp_ms, envelope.log_ts_ms, envelope.event_ms) == (9_999, 1_000, 1_000)
+    assert envelope.trigger_ms == 9_999  # latency is measured from the Kafka timestamp
+    assert log_ts_headers(None) == []
+
+
+def test_without_a_readable_log_timestamp_the_event_time_is_the_kafka_timestamp() -> None:
+    assert parse_envelope("rns", [], b"{}", 5).event_ms == 5
+    assert parse_envelope("rns", [(SEQ_HEADER, b"1")], b"{}", 5).event_ms == 5
+    unreadable = parse_envelope("rns", [(LOG_TS_HEADER, b"-3")], b"{}", 5)
+    assert (unreadable.log_ts_ms, unreadable.event_ms) == (None, 5)
+    first = parse_envelope("rns", [(LOG_TS_HEADER, b"1"), (LOG_TS_HEADER, b"2")], b"{}", 5)
+    assert first.event_ms == 1
+
+
+def test_the_log_timestamp_survives_the_carm_broadcast_and_ticks() -> None:
+    """The CARM agent reads the input's envelope and forwards seq and log timestamp to the control topic."""
+    on_input = parse_envelope("carm", [(SEQ_HEADER, b"8"), *log_ts_headers(1_234)], None, None)
+    forwarded = control_headers("carm", on_input.seq, on_input.log_ts_ms)
+    assert forwarded == [(CONTROL_HEADER, b"carm"), (SEQ_HEADER, b"8"), (LOG_TS_HEADER, b"1234")]
+    on_control = parse_envelope("control", forwarded, None, 50_000)
+    assert (on_control.control, on_control.seq, on_control.event_ms) == ("carm", 8, 1_234)
+    tick = Tick(2, WHEN)
+    replay_tick = parse_envelope("rns", [(TICK_HEADER, b"1")], tick.to_bytes(), 50_000)
+    assert replay_tick.tick == tick and replay_tick.log_ts_ms is None  # a tick's event time is its value

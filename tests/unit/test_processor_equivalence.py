@@ -3,6 +3,8 @@
 This drives `PartitionProcessor` exactly as the Faust shell does, with records split
 over partitions like Kafka's default partitioner and the two CCN topics of each
 partition interleaved at random — the part of replay = back-test that needs no broker.
+Records are stamped as replay stamps them: the Kafka timestamp is the replay's wall time,
+the log's timestamp rides in `hw-log-ts` (and survives the CARM agent's broadcast).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from kafka.partitioner.default import murmur2
 
 from schemas.alerts import AlertEvent
 from schemas.decode import topic_kinds
-from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, control_headers, parse_envelope
+from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, control_headers, log_ts_headers, parse_envelope
 from schemas.eventlog import LogRecord, read_log
 from streams.backtest import run_backtest
 from streams.settings import Settings
@@ -25,6 +27,7 @@ from streams.worker.processor import Output, PartitionProcessor, RawRecord, Sour
 
 PARTITIONS = 3
 KINDS = topic_kinds("emanifest.events", "rns.events", "carm.readiness")
+WALL_MS = 1_893_456_000_000  # 2030-01-01: the Kafka timestamp the producer stamps during the replay
 
 
 def _partition(key: str) -> int:
@@ -59,7 +62,8 @@ def _pipeline(path: Path, seed: int, tick_every: int) -> list[AlertEvent]:
         key = record.key.encode() if record.key is not None else None
         if record.topic == "carm.readiness":
             for p in range(PARTITIONS):  # the CARM agent's broadcast, before any shipment event
-                envelope = parse_envelope("control", control_headers("carm"), value, record.timestamp)
+                headers = control_headers("carm", log_ts_ms=record.timestamp)
+                envelope = parse_envelope("control", headers, value, WALL_MS)
                 processors[p].on_record(RawRecord(p, 0, key, value, envelope), out)
             continue
         seq += 1
@@ -71,7 +75,12 @@ def _pipeline(path: Path, seed: int, tick_every: int) -> list[AlertEvent]:
                 seq,
                 key,
                 value,
-                parse_envelope(source, [(SEQ_HEADER, str(seq).encode())], value, record.timestamp),
+                parse_envelope(
+                    source,
+                    [(SEQ_HEADER, str(seq).encode()), *log_ts_headers(record.timestamp)],
+                    value,
+                    WALL_MS,
+                ),
             )
         )
         if record.timestamp is not None:
@@ -100,7 +109,7 @@ def _ticks(queues: dict[tuple[int, str], list[RawRecord]], seq: int, ms: int | N
     assert ms is not None
     tick = Tick(seq, datetime.fromtimestamp(ms / 1000, tz=UTC), final)
     for (p, source), queue in queues.items():
-        envelope = parse_envelope(source, [(TICK_HEADER, b"1")], tick.to_bytes(), ms)  # type: ignore[arg-type]
+        envelope = parse_envelope(source, [(TICK_HEADER, b"1")], tick.to_bytes(), WALL_MS)  # type: ignore[arg-type]
         queue.append(RawRecord(p, 0, None, tick.to_bytes(), envelope))
 
 
@@ -140,3 +149,23 @@ def test_an_unreadable_tick_is_dead_lettered_once_and_done() -> None:
     assert all(r.detail.startswith("bad clock tick: ") for r, _ in out.rejected)
     assert out.done == [replay_tick, control_tick]
     assert processor.held() == 0
+
+
+def test_a_replayed_carm_tombstone_happens_at_its_log_timestamp_not_the_kafka_one() -> None:
+    """The tombstone rule's time comes from `hw-log-ts`: the Kafka timestamp is the replay's wall time."""
+    from datetime import UTC, datetime
+
+    logged = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    log_ms = int(logged.timestamp() * 1000)
+    processor = PartitionProcessor(0, Settings().thresholds(), {}, {}, "event")
+    # As the CARM agent forwards it: seq and log timestamp kept, Kafka timestamp = now.
+    headers = control_headers("carm", seq=7, log_ts_ms=log_ms)
+    envelope = parse_envelope("control", headers, None, WALL_MS)
+    assert (envelope.timestamp_ms, envelope.event_ms) == (WALL_MS, log_ms)
+    out = Output()
+    processor.on_record(RawRecord(0, 0, b"123456789RM0001", None, envelope), out)
+    assert [event_type for _, event_type in out.applied] == ["carm_tombstone"]
+    assert processor.runner.clock == logged
+    live = parse_envelope("control", control_headers("carm"), None, log_ms + 60_000)
+    processor.on_record(RawRecord(0, 1, b"123456789RM0001", None, live), out)
+    assert processor.runner.clock == datetime.fromtimestamp((log_ms + 60_000) / 1000, tz=UTC)  # live: Kafka's

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from alerting.engine.config import Thresholds
 from devtools.simulate import SimulationConfig, write_simulation
-from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick
+from schemas.envelope import LOG_TS_HEADER, SEQ_HEADER, TICK_HEADER, Tick
 from schemas.eventlog import BadLine, LogRecord, LogWriter
 from streams.backtest import run_backtest
 from streams.cli.replay import parse_speed
@@ -137,7 +137,7 @@ def test_seq_counts_published_records_across_files_and_skips_do_not_take_a_numbe
     sent = publishes(actions)
     assert [p.seq for p in sent] == [1, 2, 3]
     assert [p.source for p in sent] == ["a:1", "b:2", "b:3"]
-    assert sent[1].headers == [(SEQ_HEADER, b"2")]
+    assert sent[1].headers == [(SEQ_HEADER, b"2"), (LOG_TS_HEADER, str(ms(2)).encode())]
 
 
 def test_values_are_compact_json_as_in_the_log_and_malformed_ones_are_published_too() -> None:
@@ -219,7 +219,7 @@ def test_final_tick_time_equals_the_backtest_end_on_a_simulated_log(tmp_path: Pa
 # --- timestamps --------------------------------------------------------------------------
 
 
-def test_kafka_timestamp_is_the_log_timestamp_else_occurred_at_else_the_clock_so_far() -> None:
+def test_log_timestamp_is_the_line_timestamp_else_occurred_at_else_the_clock_so_far() -> None:
     naive = {**shipment(7), "occurred_at": "2026-03-02T12:07:00"}
     sent = publishes(
         plan(
@@ -233,7 +233,10 @@ def test_kafka_timestamp_is_the_log_timestamp_else_occurred_at_else_the_clock_so
             carm_barrier=False,
         )
     )
-    assert [p.timestamp_ms for p in sent] == [0, ms(99), ms(6), ms(6), ms(6)]
+    assert [p.log_ts_ms for p in sent] == [0, ms(99), ms(6), ms(6), ms(6)]
+    assert [dict(p.headers)[LOG_TS_HEADER] for p in sent] == [
+        str(t).encode() for t in (0, ms(99), ms(6), ms(6), ms(6))
+    ]
 
 
 # --- CARM barrier --------------------------------------------------------------------------
@@ -284,7 +287,7 @@ def test_reads_a_gzipped_log_end_to_end(tmp_path: Path) -> None:
         writer.write_raw_line("{broken")
         writer.write("rns", "ABCD1234567", rns(2), timestamp=ms(3))
     actions = list(plan_replay(log_items([log]), TOPICS))
-    assert [(p.seq, p.source, p.timestamp_ms) for p in publishes(actions)] == [
+    assert [(p.seq, p.source, p.log_ts_ms) for p in publishes(actions)] == [
         (1, f"{log}:1", ms(1)),
         (2, f"{log}:3", ms(3)),
     ]
@@ -347,6 +350,7 @@ class FakeSender:
         headers: list[tuple[str, bytes]],
         timestamp_ms: int | None,
         partition: int | None = None,
+        line: int = 0,
     ) -> None:
         self.sent.append(
             {
@@ -404,11 +408,26 @@ def test_shell_sends_ticks_to_every_partition_and_flushes_before_the_barrier() -
         ("em", 0), ("em", 1), ("em", 2), ("rns", 0), ("rns", 1), ("rns", 2),
     ]  # fmt: skip
     assert all(m["key"] is None and Tick.from_bytes(m["value"]) == Tick(3, at(1), True) for m in tick_msgs)
-    assert all(m["ts"] == ms(1) for m in tick_msgs)
+    assert all(m["ts"] is None for m in tick_msgs)  # the producer's wall time: retention counts from now
     assert (report.records, report.ticks, report.tick_messages) == (2, 1, 6)
     assert report.skipped == {"not_json": 1} and report.end == at(1)
     assert report.barrier.startswith("passed")
     assert any("a.jsonl:3: skipped (not_json)" in m for m in messages)
+
+
+def test_shell_leaves_the_kafka_timestamp_to_the_producer_and_sends_the_log_one_in_a_header() -> None:
+    """Retention counts from the replay, not from the log's (possibly weeks old) timestamps."""
+    sender = FakeSender(partitions=1)
+    old = rec("em", "ABCD1234567", shipment(1), timestamp=ms(-60 * 24 * 30))
+    run_replay(
+        plan([old, rec("rns", "ABCD1234567", rns(2))]), TOPICS, ReplayOptions(), sender, say=lambda _: None
+    )
+    records = [m for m in sender.sent if m["key"] is not None]
+    assert [m["ts"] for m in sender.sent] == [None] * len(sender.sent)
+    assert [dict(m["headers"])[LOG_TS_HEADER] for m in records] == [
+        str(ms(-60 * 24 * 30)).encode(),
+        str(ms(2)).encode(),
+    ]
 
 
 def test_paced_replay_sleeps_in_event_time_and_ticks_during_long_waits() -> None:
