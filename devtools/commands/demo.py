@@ -190,7 +190,9 @@ def _start_worker(processes: Processes, env: dict[str, str], workdir: Path, sett
 
 def _start_notifier(processes: Processes, env: dict[str, str], settings: Settings) -> None:
     notifier_env = {**env, "HOLDWATCH_METRICS_PORT": "0"}
-    processes.start("notifier", _holdwatch("notifier", "--loglevel", "warning"), notifier_env)
+    # The demo's traffic is a replay (its own app id): shown on purpose, unlike history in production.
+    command = _holdwatch("notifier", "--include-replayed", "--loglevel", "warning")
+    processes.start("notifier", command, notifier_env)
     sink = "Slack" if settings.slack_token else "the console"
     _say(f"notifier started: alerts go to {sink}")
 
