@@ -16,13 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alerting.engine.config import Thresholds
+from alerting.engine.ingest import EPOCH
 from devtools.simulate import SimulationConfig, write_simulation
 from schemas.envelope import LOG_TS_HEADER, SEQ_HEADER, TICK_HEADER, Tick
 from schemas.eventlog import BadLine, LogRecord, LogWriter
 from streams.backtest import run_backtest
 from streams.cli.replay import parse_speed
 from streams.replay.plan import (
-    EPOCH,
     Action,
     Barrier,
     Pacer,
