@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from devtools.broker import free_port, port_free, tail
+from streams.cli.main import with_local_broker
 from streams.settings import Settings
 
 
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     processes = Processes()
     try:
         started_broker = _ensure_broker(settings, env)
+        settings = with_local_broker(settings)  # started after the settings were read
         settings = _isolate_run(settings, env)
         log = workdir / f"{settings.app_id}-day.jsonl.gz"
         _simulate_day(args.loads, args.seed, log, env)
