@@ -528,9 +528,13 @@ class KafkaPythonSender:
 
     def _settle(self, entry: _InFlight) -> None:
         """Wait for one record, telling of an outage while its acknowledgement is overdue."""
+        future = entry.future
+        if future.is_done:  # the common case, on the hot path: nothing to wait for
+            if future.failed():
+                self.ledger.record(entry.line, future.exception)
+            return
         from kafka.errors import KafkaTimeoutError
 
-        future = entry.future
         give_up_at = entry.sent_at + self._broker_timeout_s + 30.0  # kafka-python gives up first
         while not future.is_done:
             try:
