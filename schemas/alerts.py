@@ -17,7 +17,7 @@ from schemas.common import WireModel
 
 AlertAction = Literal["raised", "updated", "resolved"]
 Severity = Literal["warning", "critical"]
-Outcome = Literal["released", "cancelled", "cleared"]
+Outcome = Literal["released", "cancelled", "cleared", "expired"]
 LinkState = Literal["none", "linked", "not_matched", "not_on_file"]
 Trigger = Literal["event", "deadline", "carm"]
 

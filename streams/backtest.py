@@ -41,6 +41,8 @@ class BacktestReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     shipments: int = 0
     never_reported: int = 0
+    forgotten: int = 0
+    """States removed by retention during the run (counted in the statistics when removed)."""
     alerted_loads: int = 0
     lead_minutes: list[float] = field(default_factory=list)
     held_loads: int = 0
@@ -60,6 +62,7 @@ class BacktestReport:
             "dead_letters": dict(sorted(self.dead_letters.items())),
             "shipments": self.shipments,
             "never_reported": self.never_reported,
+            "forgotten_by_retention": self.forgotten,
             "alert_events": dict(sorted(self.alert_actions.items())),
             "alert_events_by_severity": dict(sorted(self.alert_severities.items())),
             "alert_events_by_rule": dict(sorted(self.rule_events.items())),
@@ -111,7 +114,7 @@ class Backtest:
         topic_kinds: dict[str, TopicKind],
         sink: Callable[[AlertEvent], None],
     ) -> None:
-        self.runner = EventTimeRunner(thresholds)
+        self.runner = EventTimeRunner(thresholds, on_forget=self._account)
         self.thresholds = thresholds
         self.topic_kinds = topic_kinds
         self.sink = sink
@@ -160,37 +163,40 @@ class Backtest:
     def finish(self, until: datetime | None) -> BacktestReport:
         self._emit(self.runner.finish(until))
         self.report.end = self.runner.clock
+        self.report.forgotten = self.runner.forgotten
         self._load_statistics()
         return self.report
 
     def _load_statistics(self) -> None:
-        report = self.report
-        grace = self.thresholds.release_grace_after_arrival
-        end = self.runner.clock
+        """The loads still in the state at the end (retention already accounted for the rest)."""
         for s in self.runner.states():
-            if not s.known:
-                report.never_reported += 1
-                continue
-            report.shipments += 1
-            alerted = s.ever_alerted_at
-            if alerted is not None:
-                report.alerted_loads += 1
-                target = s.arrived_at or s.eta
-                if target is not None:
-                    report.lead_minutes.append((target - alerted) / timedelta(minutes=1))
-            if s.closed == "cancelled":
-                continue
-            hold_at = _hold_instant(s, grace, end)
-            if hold_at is not None:
-                report.held_loads += 1
-                before = s.arrived_at or hold_at
-                if alerted is not None and alerted < before:
-                    report.held_alerted_before += 1
-            elif s.closed == "released":
-                report.clean_loads += 1
-                if alerted is not None:
-                    report.clean_alerted += 1
+            self._account(s)
 
+    def _account(self, s: ShipmentState) -> None:
+        """Count one load in the statistics: at the end, or when retention forgets it."""
+        report = self.report
+        if not s.known:
+            report.never_reported += 1
+            return
+        report.shipments += 1
+        alerted = s.ever_alerted_at
+        if alerted is not None:
+            report.alerted_loads += 1
+            target = s.arrived_at or s.eta
+            if target is not None:
+                report.lead_minutes.append((target - alerted) / timedelta(minutes=1))
+        if s.closed == "cancelled":
+            return
+        hold_at = _hold_instant(s, self.thresholds.release_grace_after_arrival, self.runner.clock)
+        if hold_at is not None:
+            report.held_loads += 1
+            before = s.arrived_at or hold_at
+            if alerted is not None and alerted < before:
+                report.held_alerted_before += 1
+        elif s.closed == "released":
+            report.clean_loads += 1
+            if alerted is not None:
+                report.clean_alerted += 1
 
 def _hold_instant(s: ShipmentState, grace: timedelta, end: datetime | None) -> datetime | None:
     """When the load was really held: examination, or still not released `grace` after arrival."""

@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     rule_minimum_security_cad: float = 5000
     rule_surety_ratio: float = 0.5
 
+    # --- retention, in event time (docs/operations.md) -----------------------------
+    retention_closed_h: float = Field(
+        default=72, gt=0,
+        description="hours a released/cancelled/expired load stays in the tables (late events for it "
+        "are ignored until then); resolved lifecycles leave the Slack ledger after the same time",
+    )
+    retention_unknown_h: float = Field(
+        default=72, gt=0,
+        description="hours the events of a CCN that never got a cargo_reported are kept",
+    )
+    expire_after_eta_h: float = Field(
+        default=24, gt=0,
+        description="an open load with no event for this long after its ETA closes as `expired`",
+    )
+
     def thresholds(self) -> Thresholds:
         return Thresholds(
             pars_warning_before_eta=timedelta(minutes=self.rule_pars_warning_min),
@@ -87,6 +102,9 @@ class Settings(BaseSettings):
             login_dormant_after=timedelta(days=self.rule_login_dormant_days),
             minimum_security_cad=self.rule_minimum_security_cad,
             surety_ratio=self.rule_surety_ratio,
+            retention_closed=timedelta(hours=self.retention_closed_h),
+            retention_unknown=timedelta(hours=self.retention_unknown_h),
+            expire_after_eta=timedelta(hours=self.expire_after_eta_h),
         )
 
     def topic_names(self) -> dict[str, str]:

@@ -58,7 +58,7 @@ def _alert(
     active: dict[str, rules.Severity],
     previous: rules.Severity | None,
     trigger: Trigger,
-    outcome: Literal["released", "cancelled", "cleared"] | None = None,
+    outcome: Literal["released", "cancelled", "cleared", "expired"] | None = None,
 ) -> AlertEvent:
     assert s.first_raised_at is not None
     alert_id = s.alert_id
@@ -104,6 +104,8 @@ def evaluate(
 ) -> list[AlertEvent]:
     """Evaluate the rules at `now` and emit the lifecycle step, if any."""
     s.last_eval = now
+    if s.closed is None and rules.is_expired(s, now, th):
+        s.closed, s.closed_at = "expired", now
     if s.closed is not None:
         return _close(s, carm, now, th, s.closed, trigger)
     active = rules.active_reasons(s, carm, now, th, cache)
@@ -131,7 +133,7 @@ def _close(
     carm: CarmSnapshot | None,
     now: datetime,
     th: Thresholds,
-    outcome: Literal["released", "cancelled"],
+    outcome: Literal["released", "cancelled", "expired"],
     trigger: Trigger,
 ) -> list[AlertEvent]:
     s.pending = []
@@ -175,7 +177,7 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
             s.held = True
             s.held_at = s.held_at or when
         if indicator in rules.RELEASING_INDICATORS:
-            s.closed = "released"
+            s.closed, s.closed_at = "released", when
             s.released_at = when
     elif isinstance(event, Notice):
         kind = event.notice
@@ -186,7 +188,7 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
             if s.arrived_at is None:
                 s.arrived_at = event.occurred_at
         elif kind in rules.RELEASING_NOTICES:
-            s.closed = "released"
+            s.closed, s.closed_at = "released", when
             s.released_at = when
         elif kind == rules.EXAMINATION_NOTICE:
             s.held = True
@@ -218,7 +220,7 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
         if event.port_of_entry is not None:
             s.port_of_entry = event.port_of_entry
     elif isinstance(event, Cancelled) and s.closed is None:
-        s.closed = "cancelled"
+        s.closed, s.closed_at = "cancelled", when
 
 
 def _in_event_time(report: CargoReported, held: Sequence[ShipmentEvent]) -> list[ShipmentEvent]:
@@ -266,6 +268,8 @@ def on_event(
     s.seen_ids.add(event.event_id)
     now = event.occurred_at if s.last_eval is None or event.occurred_at > s.last_eval else s.last_eval
     out = fire_deadlines(s, carm, now, th, inclusive=False, cache=cache) if s.known else []
+    if s.closed is not None:
+        return s, out  # it expired before this event occurred: late news for a closed load
     if not s.known:
         # First cargo_reported: apply it and what arrived before it in event time, evaluate once.
         assert isinstance(event, CargoReported)
@@ -276,6 +280,7 @@ def on_event(
         s.pending = []
     else:
         _apply_facts(s, event, now)
+    s.last_event_at = now
     out += evaluate(s, carm, now, th, "event", cache)
     return s, out
 

@@ -219,20 +219,56 @@ def aggregate_severity(active: Mapping[str, Severity]) -> Severity | None:
 
 # --- time ----------------------------------------------------------------------------
 def deadline_instants(s: ShipmentState, th: Thresholds) -> tuple[datetime, ...]:
-    """The instants at which a time rule can change for this shipment (they move with the ETA).
+    """The instants at which a time rule can change for this shipment (they move with the ETA),
+    its expiry included.
 
     Not sorted: with the default thresholds ETA-120 < ETA-60 < ETA-30, but they are settings.
     A tuple, not a generator: this runs for every event and deadline (the hot path).
     """
     eta, arrived = s.eta, s.arrived_at
+    expiry = expiry_instant(s, th)
+    later: tuple[datetime, ...] = () if expiry is None else (expiry,)
+    if arrived is not None:
+        later = (*later, arrived + th.release_grace_after_arrival)
     if eta is None:
-        return () if arrived is None else (arrived + th.release_grace_after_arrival,)
-    ahead = (
+        return later
+    return (
         eta - th.pars_warning_before_eta,
         eta - th.emanifest_deadline_before_eta,
         eta - th.pars_critical_before_eta,
+        *later,
     )
-    return ahead if arrived is None else (*ahead, arrived + th.release_grace_after_arrival)
+
+
+# --- retention (docs/operations.md, "Retention") --------------------------------------
+def expiry_instant(s: ShipmentState, th: Thresholds) -> datetime | None:
+    """When an open load with no news closes as `expired`: `expire_after_eta` past the later of
+    its ETA and its latest event. A truck that crossed without a release event (or a feed that
+    stopped) would otherwise stay "at risk", and in the tables, forever."""
+    eta, last = s.eta, s.last_event_at
+    if eta is None or (last is not None and last > eta):
+        eta = last
+    return None if eta is None else eta + th.expire_after_eta
+
+
+def is_expired(s: ShipmentState, now: datetime, th: Thresholds) -> bool:
+    expiry = expiry_instant(s, th) if s.known and s.closed is None else None
+    return expiry is not None and now >= expiry
+
+
+def removal_instant(s: ShipmentState, th: Thresholds) -> datetime | None:
+    """When the state of a CCN is forgotten (event time), or None while its load is open.
+
+    A closed load: `retention_closed` after it closed (late events are ignored until then).
+    A CCN that never got a `cargo_reported`: `retention_unknown` after its latest held event.
+    """
+    if s.known:
+        if s.closed is None:
+            return None
+        closed_at = s.closed_at or s.released_at or s.last_eval  # states stored before closed_at
+        return None if closed_at is None else closed_at + th.retention_closed
+    latest = max((event.occurred_at for event in s.pending), default=None)
+    return None if latest is None else latest + th.retention_unknown
 
 
 # --- escalation ----------------------------------------------------------------------

@@ -4,19 +4,24 @@ It owns every shipment's state, the CARM records and a heap of deadlines, and
 moves one clock: the stream's event time (the latest `occurred_at` seen). Before
 a record later than a deadline is applied, that deadline fires; `finish()` fires
 every deadline up to and including the end time.
+
+Retention runs on the same clock: a state whose `rules.removal_instant` has passed is
+deleted from `shipments` (a store-backed mapping writes a tombstone), after `on_forget`
+has seen it, so a history of any length keeps the state bounded and a replay equals
+its back-test, retention included.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from alerting.engine import engine
 from alerting.engine.config import Thresholds
-from alerting.engine.rules import ReadinessCache
+from alerting.engine.rules import ReadinessCache, removal_instant
 from alerting.engine.state import ShipmentEvent, ShipmentState
 from schemas.alerts import AlertEvent
 from schemas.carm import CarmSnapshot
@@ -32,11 +37,17 @@ class EventTimeRunner:
     carm: MutableMapping[str, CarmSnapshot] = field(default_factory=dict)
     clock: datetime | None = None
     duplicates: int = 0
+    forgotten: int = 0
+    """States removed by retention."""
+    on_forget: Callable[[ShipmentState], None] | None = None
+    """Sees each state just before retention removes it (the back-test's statistics)."""
     readiness: ReadinessCache = field(default_factory=ReadinessCache)
     _carm_ids: dict[str, deque[str]] = field(default_factory=dict)
     _open_by_importer: dict[str, set[str]] = field(default_factory=dict)
     _heap: list[tuple[datetime, str]] = field(default_factory=list)
     _scheduled: dict[str, datetime] = field(default_factory=dict)
+    _removal_heap: list[tuple[datetime, str]] = field(default_factory=list)
+    _removals: dict[str, datetime] = field(default_factory=dict)
 
     # --- clock -----------------------------------------------------------------
     def advance(self, to: datetime, *, inclusive: bool = False) -> list[AlertEvent]:
@@ -53,9 +64,23 @@ class EventTimeRunner:
                 s, self._carm_for(s), due, self.thresholds, inclusive=True, cache=self.readiness
             )
             self._after_change(s)
+        self._forget_until(to, inclusive)
         if self.clock is None or to > self.clock:
             self.clock = to
         return out
+
+    def _forget_until(self, to: datetime, inclusive: bool) -> None:
+        """Remove the states whose retention ended before `to` (or at it)."""
+        heap = self._removal_heap
+        while heap and (heap[0][0] < to or (inclusive and heap[0][0] == to)):
+            due, ccn = heapq.heappop(heap)
+            if self._removals.get(ccn) != due:
+                continue  # stale: the state changed since (e.g. a held CCN got its cargo_reported)
+            del self._removals[ccn]
+            if self.on_forget is not None:
+                self.on_forget(self.shipments[ccn])
+            del self.shipments[ccn]
+            self.forgotten += 1
 
     def finish(self, until: datetime | None = None) -> list[AlertEvent]:
         """End of input: fire every deadline up to and including the last event time (or `until`)."""
@@ -70,7 +95,10 @@ class EventTimeRunner:
         if s is not None and event.event_id in s.seen_ids:
             self.duplicates += 1  # changes nothing, the clock included
             return []
+        forgotten = self.forgotten
         out = self.advance(event.occurred_at)
+        if s is not None and self.forgotten != forgotten:
+            s = self.shipments.get(event.ccn)  # retention may have removed it: then it starts afresh
         bn = event.importer_bn if isinstance(event, CargoReported) else (s.importer_bn if s else None)
         old_bn = s.importer_bn if s is not None else None
         s, alerts = engine.on_event(
@@ -118,6 +146,12 @@ class EventTimeRunner:
                 open_set = self._open_by_importer.get(bn)
                 if open_set is not None:
                     open_set.discard(s.ccn)
+        removal = removal_instant(s, self.thresholds)
+        if removal is None:
+            self._removals.pop(s.ccn, None)
+        elif self._removals.get(s.ccn) != removal:
+            self._removals[s.ccn] = removal
+            heapq.heappush(self._removal_heap, (removal, s.ccn))
         due = engine.next_deadline(s, self.thresholds)
         if due is None:
             self._scheduled.pop(s.ccn, None)
@@ -135,6 +169,8 @@ class EventTimeRunner:
         """Rebuild the deadline heap and the importer index from the stored states (after recovery)."""
         self._heap.clear()
         self._scheduled.clear()
+        self._removal_heap.clear()
+        self._removals.clear()
         self._open_by_importer.clear()
         for s in self.shipments.values():
             self._index(s)

@@ -31,7 +31,9 @@ class ShipmentState:
     known: bool = False
     pending: list[ShipmentEvent] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
-    closed: Literal["released", "cancelled"] | None = None
+    closed: Literal["released", "cancelled", "expired"] | None = None
+    closed_at: datetime | None = None
+    """When it closed (event time): retention counts from here."""
     # Facts from the latest cargo_reported (and eta_updated).
     carrier_code: str | None = None
     trip_number: str | None = None
@@ -57,6 +59,8 @@ class ShipmentState:
     arrived_at: datetime | None = None
     released_at: datetime | None = None
     last_eval: datetime | None = None
+    last_event_at: datetime | None = None
+    """When its latest eManifest/RNS event was applied (event time): expiry counts from here."""
     # Alert lifecycle.
     reasons: tuple[str, ...] = ()
     severity: Literal["warning", "critical"] | None = None
@@ -75,7 +79,17 @@ class ShipmentState:
 
 
 _DATETIME_FIELDS = frozenset(
-    {"eta", "held_at", "arrived_at", "released_at", "last_eval", "first_raised_at", "ever_alerted_at"}
+    {
+        "eta",
+        "held_at",
+        "arrived_at",
+        "released_at",
+        "closed_at",
+        "last_eval",
+        "last_event_at",
+        "first_raised_at",
+        "ever_alerted_at",
+    }
 )
 _SKIP = frozenset({"pending", "seen_ids", "reasons"})
 

@@ -35,11 +35,14 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         self._decode = decode
         self._cache: dict[str, V] = {}
         self._dirty: set[str] = set()
+        self._deleted: set[str] = set()  # tombstones written by the next flush
         self._complete = False  # every key of the partition is in the cache
 
     def __getitem__(self, key: str) -> V:
         value = self._cache.get(key)
         if value is None:
+            if key in self._deleted:
+                raise KeyError(key)
             raw = self._table.get(key.encode())
             if raw is None:
                 raise KeyError(key)
@@ -51,20 +54,30 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         """Cached now, written by `flush()` (the caller flushes before acking the records)."""
         self._cache[key] = value
         self._dirty.add(key)
+        self._deleted.discard(key)
 
     def flush(self) -> int:
         """Write every value changed since the last flush to the table; must run while a record
         of this partition is being processed (Faust picks the changelog partition from it)."""
-        written = len(self._dirty)
+        written = len(self._dirty) + len(self._deleted)
+        table = self._table
         for key in self._dirty:
-            self._table[key.encode()] = self._prefix + self._encode(self._cache[key])
+            table[key.encode()] = self._prefix + self._encode(self._cache[key])
+        for key in self._deleted:
+            raw_key = key.encode()
+            if table.get(raw_key) is not None:  # never written (removed within one batch): no tombstone
+                del table[raw_key]  # a tombstone in the changelog: compaction drops the key
         self._dirty.clear()
+        self._deleted.clear()
         return written
 
     def __delitem__(self, key: str) -> None:
+        """Forgotten now, the tombstone written by `flush()` (same batch as the writes)."""
+        if key not in self._cache and key not in self._deleted and self._table.get(key.encode()) is None:
+            raise KeyError(key)
         self._cache.pop(key, None)
         self._dirty.discard(key)
-        del self._table[key.encode()]
+        self._deleted.add(key)
 
     def __iter__(self) -> Iterator[str]:
         if self._complete:
@@ -73,6 +86,8 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         for key, raw in list(self._table.items()):
             if raw is not None and raw.startswith(self._prefix):
                 text = key.decode() if isinstance(key, bytes) else str(key)
+                if text in self._deleted:
+                    continue
                 if text not in self._cache:
                     self._cache[text] = self._decode(raw.split(b"|", 1)[1])
                 yield text

@@ -309,12 +309,25 @@ def test_severity_aggregates_to_the_most_severe_reason() -> None:
 
 
 def test_deadline_instants_follow_the_thresholds() -> None:
-    th = Thresholds(pars_warning_before_eta=timedelta(minutes=100))
+    th = Thresholds(pars_warning_before_eta=timedelta(minutes=100), expire_after_eta=timedelta(hours=24))
     s = ShipmentState(ccn="ABCD100", known=True, eta=at(300))
-    assert sorted(rules.deadline_instants(s, th)) == [at(200), at(240), at(270)]
+    expiry = at(300 + 24 * 60)
+    assert sorted(rules.deadline_instants(s, th)) == [at(200), at(240), at(270), expiry]
     s.arrived_at = at(290)
-    assert sorted(rules.deadline_instants(s, th)) == [at(200), at(240), at(270), at(320)]
+    assert sorted(rules.deadline_instants(s, th)) == [at(200), at(240), at(270), at(320), expiry]
+    s.last_event_at = at(400)  # news after the ETA: the expiry counts from it
+    assert max(rules.deadline_instants(s, th)) == at(400 + 24 * 60)
     assert list(rules.deadline_instants(ShipmentState(ccn="X"), th)) == []
+
+
+def test_removal_counts_from_the_close_or_the_latest_held_event() -> None:
+    th = Thresholds(retention_closed=timedelta(hours=72), retention_unknown=timedelta(hours=10))
+    s = ShipmentState(ccn="ABCD100", known=True, eta=at(300))
+    assert rules.removal_instant(s, th) is None  # open: never removed, it expires first
+    s.closed, s.closed_at = "released", at(320)
+    assert rules.removal_instant(s, th) == at(320 + 72 * 60)
+    held = ShipmentState(ccn="ABCD101", pending=[rns(50, 22, ccn="ABCD101"), rns(20, 1, ccn="ABCD101")])
+    assert rules.removal_instant(held, th) == at(50 + 10 * 60)
 
 
 def test_the_readiness_cache_gives_the_uncached_answer() -> None:

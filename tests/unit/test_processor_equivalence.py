@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from kafka.partitioner.default import murmur2
 
+from alerting.engine.config import Thresholds
 from schemas.alerts import AlertEvent
 from schemas.decode import topic_kinds
 from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, control_headers, log_ts_headers, parse_envelope
@@ -47,8 +48,7 @@ def _log(tmp_path: Path, loads: int, seed: int) -> Path:
     return path
 
 
-def _pipeline(path: Path, seed: int, tick_every: int) -> list[AlertEvent]:
-    th = Settings().thresholds()
+def _pipeline(path: Path, seed: int, tick_every: int, th: Thresholds) -> list[AlertEvent]:
     processors = {p: PartitionProcessor(p, th, {}, {}, "event") for p in range(PARTITIONS)}
     queues: dict[tuple[int, str], list[RawRecord]] = {
         (p, s): [] for p in range(PARTITIONS) for s in ("emanifest", "rns")
@@ -113,9 +113,9 @@ def _ticks(queues: dict[tuple[int, str], list[RawRecord]], seq: int, ms: int | N
         queue.append(RawRecord(p, 0, None, tick.to_bytes(), envelope))
 
 
-def _backtest(path: Path) -> list[AlertEvent]:
+def _backtest(path: Path, th: Thresholds) -> list[AlertEvent]:
     buffer = io.StringIO()
-    run_backtest([path], buffer, Settings().thresholds(), KINDS)
+    run_backtest([path], buffer, th, KINDS)
     return [AlertEvent.model_validate_json(line) for line in buffer.getvalue().splitlines()]
 
 
@@ -127,14 +127,26 @@ def _per_load(alerts: list[AlertEvent]) -> dict[str, list[tuple[object, ...]]]:
     return per_load
 
 
-@pytest.mark.parametrize(("seed", "tick_every"), [(1, 500), (2, 37)])
+SHORT_RETENTION = Settings(retention_closed_h=0.5, retention_unknown_h=0.5, expire_after_eta_h=0.25)
+
+
+@pytest.mark.parametrize(
+    ("seed", "tick_every", "settings"),
+    [(1, 500, Settings()), (2, 37, Settings()), (3, 101, SHORT_RETENTION)],
+    ids=["defaults", "frequent-ticks", "short-retention"],
+)
 def test_partitioned_out_of_order_processing_equals_the_backtest(
-    tmp_path: Path, seed: int, tick_every: int
+    tmp_path: Path, seed: int, tick_every: int, settings: Settings
 ) -> None:
+    """Retention included: states forgotten in event time, loads expiring, late events ignored."""
+    th = settings.thresholds()
     log = _log(tmp_path, 600, seed)
-    expected = _per_load(_backtest(log))
-    actual = _per_load(_pipeline(log, seed, tick_every))
+    expected_alerts = _backtest(log, th)
+    expected = _per_load(expected_alerts)
+    actual = _per_load(_pipeline(log, seed, tick_every, th))
     assert sum(len(steps) for steps in expected.values()) > 300
+    if settings is SHORT_RETENTION:  # the case must exercise what it is named for
+        assert any(a.outcome == "expired" for a in expected_alerts)
     assert actual == expected
 
 

@@ -42,3 +42,27 @@ def test_a_view_lists_only_its_partition_and_reloads_after_recovery() -> None:
     assert list(recovered) == ["AAAA1"]
     assert len(recovered) == 1
     assert recovered["AAAA1"].load_ref == "L1"
+
+
+def test_a_removal_is_a_tombstone_written_with_the_next_batch() -> None:
+    table = FakeTable()
+    view = shipment_view(table, 1)
+    view["ABCD100"] = ShipmentState(ccn="ABCD100", known=True)
+    view["ABCD101"] = ShipmentState(ccn="ABCD101", known=True)
+    view.flush()
+    del view["ABCD100"]
+    assert b"ABCD100" in table  # the tombstone waits for the batch, like the writes
+    assert "ABCD100" not in view and sorted(view) == ["ABCD101"]
+    view["ABCD102"] = ShipmentState(ccn="ABCD102")
+    del view["ABCD102"]  # removed within one batch: never written, so no tombstone either
+    assert view.flush() == 2
+    assert set(table) == {b"ABCD101"}
+    assert "ABCD100" not in shipment_view(table, 1)  # after recovery too
+
+
+def test_removing_a_key_it_never_had_is_a_key_error() -> None:
+    import pytest
+
+    view = shipment_view(FakeTable(), 1)
+    with pytest.raises(KeyError):
+        del view["NOPE1"]
