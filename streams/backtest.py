@@ -257,7 +257,8 @@ def format_summary(report: BacktestReport) -> str:
         f"records {report.records:,} ({rate:,.0f}/s)  events {report.events:,}  "
         f"duplicates {report.duplicates:,}  dead letters {sum(report.dead_letters.values()):,}",
         f"event time {d['first_event']} → {d['end']}",
-        f"shipments {report.shipments:,}  (+{report.never_reported:,} CCNs never reported)",
+        f"shipments {report.shipments:,}  (+{report.never_reported:,} CCNs never reported; "
+        f"{report.forgotten:,} forgotten by retention on the way)",
         "alert events: "
         + ", ".join(f"{k} {v:,}" for k, v in d["alert_events"].items())
         + "  |  by severity: "

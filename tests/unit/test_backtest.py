@@ -104,3 +104,30 @@ def test_gzip_log_is_really_compressed(tmp_path: Path) -> None:
     _write(log, [carm(-60)])
     with gzip.open(log, "rt") as handle:
         assert json.loads(handle.readline())["topic"] == "carm.readiness"
+
+
+def test_the_statistics_cover_the_whole_history_when_retention_forgets_loads(tmp_path: Path) -> None:
+    """A load forgotten by retention is counted when it goes: the summary is the same as without."""
+    import io
+    from datetime import timedelta
+
+    from alerting.engine.config import Thresholds
+    from schemas.decode import topic_kinds
+    from streams.backtest import run_backtest
+
+    log = tmp_path / "weeks.jsonl"
+    simulated = ["simulate", "--loads", "200", "--seed", "4", "--hours", "336", "--out", str(log)]
+    assert main(simulated) == 0
+    kinds = topic_kinds("emanifest.events", "rns.events", "carm.readiness")
+    year = timedelta(days=365)
+    reports = {}
+    for name, th in {
+        "forgetting": Thresholds(retention_closed=timedelta(hours=6), retention_unknown=timedelta(hours=6)),
+        "remembering": Thresholds(retention_closed=year, retention_unknown=year),
+    }.items():
+        reports[name] = run_backtest([log], io.StringIO(), th, kinds).as_dict()
+    forgetting, remembering = reports["forgetting"], reports["remembering"]
+    assert forgetting.pop("forgotten_by_retention") > 150
+    assert remembering.pop("forgotten_by_retention") == 0
+    forgetting.pop("seconds", None), remembering.pop("seconds", None)
+    assert forgetting == remembering
