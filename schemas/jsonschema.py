@@ -1,6 +1,7 @@
 """JSON Schema files generated from the models: the contract for producers and consumers.
 
-One file per topic under schemas/json/, written deterministically (sorted keys, two-space
+One file per topic under schemas/json/, plus the status API's OpenAPI document
+(`holdwatch.api.openapi.json`, from schemas/openapi.py), written deterministically (sorted keys, two-space
 indent, trailing newline) so that a checked-in file drifts visibly from the models.
 """
 
@@ -16,6 +17,7 @@ from schemas.alerts import AlertEvent
 from schemas.carm import CarmEvent
 from schemas.deadletter import DeadLetter
 from schemas.emanifest import EManifestEvent
+from schemas.openapi import openapi_document
 from schemas.rns import RnsEvent
 
 JSON_DIR: Final = Path(__file__).resolve().parent / "json"
@@ -69,9 +71,14 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+OPENAPI_FILE: Final = "holdwatch.api.openapi.json"
+
+
 def rendered_files() -> dict[str, str]:
     """File name → exact file content."""
-    return {name: render(document) for name, document in schema_documents().items()}
+    files = {name: render(document) for name, document in schema_documents().items()}
+    files[OPENAPI_FILE] = render(openapi_document())
+    return files
 
 
 def drifted(directory: Path = JSON_DIR) -> list[str]:
