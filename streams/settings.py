@@ -54,6 +54,28 @@ class Settings(BaseSettings):
     state_dir: Path | None = None
     metrics_port: int = Field(default=9108, ge=0, le=65535)
 
+    # --- status API and dispatch board (docs/status-api.md) -----------------------
+    web_port: int = Field(default=6066, ge=0, le=65535, description="the worker's HTTP port; 0 turns it off")
+    web_bind: str = Field(
+        default="0.0.0.0",
+        description="address to listen on when tokens are set; with no token only 127.0.0.1",
+    )
+    web_tokens: tuple[SecretStr, ...] = Field(
+        default=(),
+        description='bearer tokens accepted by the API and the board, a JSON list: ["t1","t2"]',
+    )
+    web_url: str = Field(
+        default="",
+        description="where `holdwatch status|check` find a worker (default http://127.0.0.1:WEB_PORT)",
+    )
+    board_hours: float = Field(default=6.0, gt=0, description="the board shows loads due within this many hours")
+    ready_max_idle_s: float = Field(
+        default=120.0, gt=0, description="/readyz: caught up means no input lag, or lag but input within this"
+    )
+
+    def web_base_url(self) -> str:
+        return self.web_url.rstrip("/") or f"http://127.0.0.1:{self.web_port}"
+
     # --- Slack -----------------------------------------------------------------
     slack_token: SecretStr | None = None
     slack_base_url: str = "https://slack.com/api/"
