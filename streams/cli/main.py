@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "streams.cli.backtest",
     "devtools.commands.simulate",
     "streams.cli.schemas",
+    "streams.cli.status",
     "streams.cli.slack",
     "devtools.commands.demo",
 )
