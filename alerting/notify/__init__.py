@@ -8,6 +8,8 @@
 - `executor`: makes one call over the `gateway.SlackGateway` protocol (intent before a post,
   adopt a post found after an uncertain one), persists through the `ledger.Ledger`, measures.
 - `delivery.Delivery`: the thin composition the shell drives (`accept`, `step`, `run`).
+- `retention.Retention`: pure; the event-time clock (newest accepted `at`) and which resolved
+  lifecycles are past `policy.ledger_retention` (the delivery core tombstones the finished ones).
 - `clock.Clock`: the one injected source of monotonic and wall time (tests use `ManualClock`).
 - Integrations behind the gateway: `slack` (slack_sdk) and `console`; `render`/`storm` build
   Block Kit messages; `routing` maps alerts to channels; `metrics` is the reporting protocol.

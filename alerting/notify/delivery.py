@@ -14,6 +14,11 @@ traffic are skipped unless the policy opts in. A lifecycle that resolves before 
 reached Slack is never shown (first start on history posts only what is still open). Permanent errors
 (invalid_auth, channel_not_found, ...) are logged with the alert and counted; the alerts stay
 pending in the ledger (across restarts) and other channels keep flowing.
+
+Retention, in event time (`retention.Retention`): once the newest accepted `at` is more than
+`policy.ledger_retention` past a lifecycle's resolution and Slack owes it nothing, it is deleted
+from the ledger (a tombstone) and from memory; a storm digest goes with its members once all of
+them are. An event for a forgotten lifecycle is a first event again: posted only if still open.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from alerting.notify.clock import Clock, ManualClock, SystemClock
@@ -40,6 +46,7 @@ from alerting.notify.planner import (
 )
 from alerting.notify.policy import DeliveryPolicy
 from alerting.notify.render import subteam_mention
+from alerting.notify.retention import Retention
 from alerting.notify.routing import Routing
 from alerting.notify.scheduler import ChannelState, Scheduler
 from schemas.alerts import AlertEvent
@@ -69,6 +76,7 @@ class Delivery:
         self.metrics: NotifyMetrics = metrics or NullMetrics()
         self.records = Records()
         self.scheduler = Scheduler(self.policy, self.clock, rng)
+        self.retention = Retention(self.policy.ledger_retention, self.policy.prune_interval)
         self.executor = Executor(
             gateway,
             ledger,
@@ -102,6 +110,7 @@ class Delivery:
         With `partitions`, only lifecycles from those input partitions are taken (digests always).
         """
         wanted = None if partitions is None else set(partitions)
+        restored: list[AlertRecord] = []
         for key, entry in entries.items():
             if key in self.alerts or key in self.digests:
                 continue  # what this process holds is at least as new as what it wrote
@@ -113,12 +122,17 @@ class Delivery:
                     if wanted is not None and rec.partition is not None and rec.partition not in wanted:
                         continue
                     self.alerts[key] = rec
+                    restored.append(rec)
             except LedgerError as exc:
                 log.error("skipping ledger entry %s: %s", key, exc)
         for rec in self.alerts.values():
             ch = self.scheduler.channel(rec.channel)
             ch.channel_id = ch.channel_id or rec.channel_id
             self._reschedule_alert(rec)
+        for rec in restored:
+            self.retention.observe(rec.latest.at)  # those events were accepted: the clock resumes
+            if rec.latest.action == "resolved":
+                self.retention.closed(rec.alert_id, rec.latest.at)
         for digest in self.digests.values():
             self.scheduler.channel(digest.channel)
             self._reschedule_digest(digest)
@@ -177,6 +191,11 @@ class Delivery:
         else:
             self.executor.latencies.accepted(alert, origin)
         await self.executor.save(rec.alert_id, durable=False)
+        self.retention.observe(alert.at)
+        if alert.action == "resolved":
+            self.retention.closed(alert.alert_id, alert.at)
+        if self.retention.pass_due():
+            await self.prune()
         self.metrics.pending(self.pending_count())
         return True
 
@@ -221,6 +240,80 @@ class Delivery:
         due = now if digest.ts is None else now + self.policy.digest_edit_delay_s
         self.scheduler.mark(ch.name, digest.digest_id, due)
         await self.executor.save(digest.digest_id, durable=False)
+
+    # --- retention -----------------------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """Forget what is over: lifecycles resolved more than the retention before the event clock
+        whose Slack work is finished, and storm digests once every member is; returns how many keys
+        left (each with a tombstone queued in the ledger). `accept` calls it once per `prune_interval`."""
+        due = self.retention.take_due()
+        horizon = self.retention.horizon
+        if horizon is None or not due:
+            return 0
+        gone: list[str] = []
+        kept: set[str] = set()
+        digests: set[str] = set()
+        for key in due:
+            rec = self.alerts.get(key)
+            if rec is None or rec.latest.action != "resolved":
+                continue  # forgotten already (pruned, partition revoked)
+            if rec.latest.at >= horizon:
+                self.retention.closed(key, rec.latest.at)  # resolved again later: due later
+            elif rec.digest is not None and rec.digest in self.digests:
+                digests.add(rec.digest)
+            elif self._finished(rec):
+                gone.append(key)
+            else:
+                kept.add(key)
+        for digest_id in sorted(digests):
+            digest = self.digests[digest_id]
+            members = [self.alerts[m] for m in digest.members if m in self.alerts]
+            if self._digest_finished(digest, members, horizon):
+                gone += [digest_id, *(m.alert_id for m in members)]  # the digest first: see below
+            else:
+                kept.update(m.alert_id for m in members if m.alert_id in due)
+        self.retention.wait(kept)
+        # A crash between these tombstones leaves members pointing at a deleted digest: they are
+        # pruned on their own at the next pass (the other order would strand a memberless digest).
+        for key in gone:
+            await self._forget(key)
+        if gone:
+            log.debug("ledger: forgot %d entries resolved before %s", len(gone), horizon.isoformat())
+        return len(gone)
+
+    def _finished(self, rec: AlertRecord) -> bool:
+        """Slack owes this lifecycle nothing: no call due or possible, no post that may have landed."""
+        return (
+            rec.intent is None
+            and next_call(rec, self.records.timers_of(rec.alert_id)) is None
+            and not self.scheduler.is_pending(rec.channel, rec.alert_id)
+        )
+
+    def _digest_finished(self, digest: DigestRecord, members: list[AlertRecord], horizon: datetime) -> bool:
+        """The storm is over, every member resolved before the horizon, and the digest shows that."""
+        ch = self.scheduler.channels.get(digest.channel)
+        if digest.intent is not None or self.scheduler.is_pending(digest.channel, digest.digest_id):
+            return False
+        if ch is not None and ch.open_digest == digest.digest_id:
+            return False
+        if any(m.latest.action != "resolved" or m.latest.at >= horizon or m.intent for m in members):
+            return False
+        if digest.ts is None:
+            return not self.records.digest_rows(digest)  # never shown, never will be
+        return self.executor.digest_message(digest).fingerprint() == digest.shown_fp
+
+    async def _forget(self, key: str) -> None:
+        record = self.records.get(key)
+        if key.startswith(DIGEST_PREFIX):
+            self.digests.pop(key, None)
+        else:
+            self.alerts.pop(key, None)
+            self.executor.latencies.forget(key)
+        self.records.timers.pop(key, None)
+        if record is not None:
+            self.scheduler.settle(record.channel, key)
+        await self.ledger.put(key, None)
 
     # --- scheduling ----------------------------------------------------------------------------
 

@@ -7,11 +7,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from alerting.notify.render import SlackMessage
 
 FailureKind = Literal["rate_limited", "transient", "permanent", "gone", "content"]
+
+SLACK_METHODS = (
+    "chat.postMessage",
+    "chat.update",
+    "conversations.history",
+    "conversations.replies",
+    "conversations.list",
+)
+"""The Web API methods the delivery core calls (and counts, `NotifyMetrics.slack_call`)."""
+CALL_OUTCOMES: tuple[str, ...] = ("ok", *get_args(FailureKind))
+"""How a counted call ended: `ok` or the kind of failure."""
 
 # Configuration problems: retrying soon will not help; the alert waits until someone fixes them.
 PERMANENT_ERRORS = frozenset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,13 @@ class DeliveryPolicy:
     # one that clears sooner is never shown. 0 = post at once. Held-back time is not persisted.
     warning_hold_s: float = 0.0
     # Outcomes that get the broadcast thread reply (the message itself is always edited).
+    # `expired` (the engine closed a load with no news long past its ETA) is quiet: only the edit.
     resolution_reply_outcomes: frozenset[str] = frozenset({"released", "cleared", "cancelled"})
     # Deliver alerts of replayed traffic (header hw-traffic: replay): only for a replay app with its
     # own alert topic and channel. Off: they are skipped (counted), never shown as current.
     include_replayed: bool = False
+    # Event time (the newest `at` accepted) a resolved lifecycle, or a finished storm digest, stays in
+    # the ledger once Slack owes nothing for it (HOLDWATCH_RETENTION_CLOSED_H); then it is deleted.
+    ledger_retention: timedelta = timedelta(hours=72)
+    # How far the event-time clock moves between two pruning passes (batches, not one per event).
+    prune_interval: timedelta = timedelta(hours=1)

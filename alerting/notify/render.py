@@ -28,11 +28,20 @@ MAX_CONTEXT_TEXT = 2000
 
 SEVERITY_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:"}
 RESOLVED_EMOJI = ":white_check_mark:"
+EXPIRED_EMOJI = ":hourglass:"
 OUTCOME_WORDS = {
     "released": "released by CBSA",
     "cleared": "cleared: no longer at risk",
     "cancelled": "cancelled",
 }
+EXPIRED = "expired"
+"""The engine closed an open load that had no news long after its ETA: no release was ever seen,
+so it is not good news; it is worded apart and delivered quietly (policy: no broadcast reply)."""
+EXPIRED_NOTE = (
+    "holdwatch stopped watching this load: nothing was heard of it for a long time after its ETA "
+    "(or its latest news), and no release or cancellation was received. If the truck is still at "
+    "the border, call the broker."
+)
 
 _BROADCAST_WORD = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
 _SUBTEAM_ID = re.compile(r"^[A-Z0-9]{2,32}$")
@@ -131,6 +140,8 @@ class AlertCard:
     severity: str | None
     resolved: bool
     summary: str = field(default="")
+    expired: bool = False  # closed by the engine for lack of news, not released
+    note: str = field(default="")  # what the closing state means, when it needs saying (expired)
 
 
 def _reasons(alert: AlertEvent) -> tuple[Reason, ...]:
@@ -150,7 +161,12 @@ def alert_card(alert: AlertEvent) -> AlertCard:
     zone = port.tz if port is not None else UTC
     load = alert.load_ref or alert.ccn
     resolved = alert.action == "resolved"
-    if resolved:
+    expired = resolved and alert.outcome == EXPIRED
+    if expired:
+        emoji = EXPIRED_EMOJI
+        since = " long past its ETA" if alert.eta is not None else ""
+        title = f"Expired: no news of load {load}{since}, closed without a release"
+    elif resolved:
         emoji = RESOLVED_EMOJI
         outcome = OUTCOME_WORDS.get(alert.outcome or "", alert.outcome or "resolved")
         title = f"Resolved: load {load} {outcome}"
@@ -193,6 +209,8 @@ def alert_card(alert: AlertEvent) -> AlertCard:
         severity=None if resolved else (alert.severity or "warning"),
         resolved=resolved,
         summary=summary,
+        expired=expired,
+        note=EXPIRED_NOTE if expired else "",
     )
 
 
@@ -248,7 +266,9 @@ def card_to_slack(card: AlertCard, *, mention: str | None = None) -> SlackMessag
     hidden = len(card.reasons) - len(shown)
     if hidden:
         blocks.append(_section(f"…and {hidden} more reason{'s' if hidden > 1 else ''} (see holdwatch)"))
-    if card.resolved:
+    if card.note:
+        blocks.append(_section(escape(card.note)))
+    elif card.resolved:
         blocks.append(_section("No active reasons."))
     blocks.append(_context(escape(card.footer)))
     text = fit(escape(card.summary), MAX_FALLBACK_TEXT)
@@ -283,7 +303,7 @@ def render_escalation(alert: AlertEvent, *, mention: str | None = None) -> Slack
 def render_resolution(alert: AlertEvent) -> SlackMessage:
     """Final thread reply (broadcast to the channel) when a lifecycle ends."""
     card = alert_card(alert)
-    text = fit(f"{RESOLVED_EMOJI} {escape(card.title)}", MAX_FALLBACK_TEXT)
+    text = fit(f"{card.emoji} {escape(card.title)}", MAX_FALLBACK_TEXT)
     blocks = (_section(text), _context(escape(card.footer)))
     return SlackMessage(text=text, blocks=blocks, plain=f"{card.title}\n  {card.footer}")
 
@@ -298,11 +318,19 @@ def render_test_message(channel: str) -> SlackMessage:
 # --- console ---------------------------------------------------------------------------------
 
 
+def console_marker(card: AlertCard) -> str:
+    if card.expired:
+        return "EXPIRED"
+    return "RESOLVED" if card.resolved else (card.severity or "warning").upper()
+
+
 def card_to_console(card: AlertCard) -> str:
     """The same card as readable plain text (no markup, nothing escaped)."""
-    marker = "RESOLVED" if card.resolved else (card.severity or "warning").upper()
+    marker = console_marker(card)
     lines = [f"[{marker}] {card.title}"]
     lines.extend(f"  {label + ':':<10} {value}" for label, value in card.facts)
+    if card.note:
+        lines.append(f"  {card.note}")
     for r in card.reasons:
         lines.append(f"  - ({r.severity}) {r.summary}")
         lines.append(f"      do:   {r.action}")

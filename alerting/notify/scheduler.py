@@ -67,6 +67,11 @@ class Scheduler:
         if ch is not None:
             ch.dirty.pop(key, None)
 
+    def is_pending(self, channel: str, key: str) -> bool:
+        """`key` has a call due (or in flight: a key leaves `dirty` only once its step is done)."""
+        ch = self.channels.get(channel)
+        return ch is not None and key in ch.dirty
+
     def pending_count(self) -> int:
         return sum(len(ch.dirty) for ch in self.channels.values())
 
@@ -101,8 +106,14 @@ class Scheduler:
     # --- storms --------------------------------------------------------------------------------
 
     def in_storm(self, channel: str) -> bool:
-        """Count one newly raised alert in `channel`; True if it is to be grouped into a digest."""
-        return self.storms.observe_raised(channel, self.clock.now())
+        """Count one newly raised alert in `channel`; True if it is to be grouped into a digest.
+
+        A raised alert outside a storm ends the channel's storm: its digest is closed (kept up to
+        date, never joined again) and the next storm opens a new one."""
+        storm = self.storms.observe_raised(channel, self.clock.now())
+        if not storm:
+            self.channel(channel).open_digest = None
+        return storm
 
     # --- outcomes ------------------------------------------------------------------------------
 

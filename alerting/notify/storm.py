@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerting.notify.render import (
+    EXPIRED,
+    EXPIRED_EMOJI,
     MAX_BLOCKS,
     MAX_SECTION_TEXT,
     RESOLVED_EMOJI,
@@ -46,12 +48,20 @@ class StormDetector:
 def _row(alert: AlertEvent) -> str:
     load = escape(alert.load_ref or alert.ccn)
     port = escape(port_label(port_info(alert.port_of_entry)))
+    if alert.action == "resolved" and alert.outcome == EXPIRED:
+        return f"{EXPIRED_EMOJI} ~{load}~ · CCN {escape(alert.ccn)} · {port} · expired: no news, not released"
     if alert.action == "resolved":
         outcome = escape(alert.outcome or "resolved")
         return f"{RESOLVED_EMOJI} ~{load}~ · CCN {escape(alert.ccn)} · {port} · {outcome}"
     emoji = SEVERITY_EMOJI.get(alert.severity or "warning", ":warning:")
     top = alert.details[0].summary if alert.details else (alert.reasons[0] if alert.reasons else "")
     return f"{emoji} *{load}* · CCN {escape(alert.ccn)} · {port} · {escape(top)}"
+
+
+def _marker(alert: AlertEvent) -> str:
+    if alert.action == "resolved":
+        return "EXPIRED" if alert.outcome == EXPIRED else "RESOLVED"
+    return (alert.severity or "warning").upper()
 
 
 def render_digest(members: Sequence[AlertEvent], *, mention: str | None = None) -> SlackMessage:
@@ -96,8 +106,7 @@ def render_digest(members: Sequence[AlertEvent], *, mention: str | None = None) 
     if mention and critical:
         text = f"{mention} {text}"
     plain_rows = [
-        f"  {'RESOLVED' if a.action == 'resolved' else (a.severity or 'warning').upper():<9} "
-        f"{a.load_ref or a.ccn}  CCN {a.ccn}  {port_label(port_info(a.port_of_entry))}"
+        f"  {_marker(a):<9} {a.load_ref or a.ccn}  CCN {a.ccn}  {port_label(port_info(a.port_of_entry))}"
         for a in ordered
     ]
     return SlackMessage(text=text, blocks=tuple(blocks), plain="\n".join([text, *plain_rows]))

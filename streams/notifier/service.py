@@ -4,7 +4,8 @@ At-least-once from the topic, exactly-once as dispatch sees it:
 1. at start the ledger topic (compacted, key = alert_id) is read to its end: every lifecycle's
    Slack ts, newest accepted event and what Slack still owes;
 2. each polled batch of alert events is accepted into the delivery core, the ledger entries it
-   produced are flushed (acks=all), and only then are the input offsets committed;
+   produced are flushed (acks=all), and only then are the input offsets committed; a ledger
+   write the broker refused stops the notifier (`KafkaLedger`: no commit after it, ever);
 3. Slack calls run beside the consumer (one worker per channel) and write the ts they learn to
    the ledger before anything depends on it; they start once the history present at start is
    read, so a lifecycle that is already over by then is never posted.
@@ -26,6 +27,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -59,6 +61,8 @@ def delivery_policy(settings: Settings, *, console: bool = False) -> DeliveryPol
         storm_window_s=settings.storm_window_s,
         critical_mention=settings.slack_critical_mention,
         include_replayed=settings.notify_replayed,
+        # Resolved lifecycles leave the ledger after the time closed loads stay in the worker's tables.
+        ledger_retention=timedelta(hours=settings.retention_closed_h),
     )
 
 
@@ -71,28 +75,80 @@ def make_gateway(settings: Settings, client: Any = None) -> SlackGateway:
     return ConsoleGateway()
 
 
+class LedgerWriteFailed(RuntimeError):
+    """A ledger record the broker did not confirm: the notifier must stop and redo the work."""
+
+
 class KafkaLedger:
-    """Ledger entries as records of a compacted topic; `flush` raises if any write failed."""
+    """Ledger entries as records of a compacted topic (acks=all, idempotent producer).
+
+    A failed write is sticky: once any record was refused (or its send raised), every later
+    `flush` and `check` raise `LedgerWriteFailed`, so no input offset is committed after it,
+    whichever task wrote it (the consumer's accepts, the Slack workers' ts and intents) and
+    even if that task swallowed the error. The notifier then stops; on restart it reads the
+    ledger and redoes what the broker did not confirm (the intents make posts idempotent).
+    """
 
     def __init__(self, producer: Any, topic: str) -> None:
         self.producer = producer
         self.topic = topic
         self._in_flight: list[asyncio.Future[Any]] = []
+        self.failure: BaseException | None = None
+
+    def check(self) -> None:
+        """Raise if any write failed so far."""
+        if self.failure is not None:
+            raise LedgerWriteFailed(f"a write to ledger topic {self.topic} failed: {self.failure!r}")
+
+    async def _send(self, key: str, entry: Mapping[str, Any] | None) -> asyncio.Future[Any]:
+        self.check()
+        try:
+            future: asyncio.Future[Any] = await self.producer.send(
+                self.topic, key=key.encode(), value=encode_entry(entry)
+            )
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        """Every record's outcome is seen, even of puts nobody awaits before the next flush."""
+        if future.cancelled():
+            self._failed(asyncio.CancelledError("ledger write cancelled"))
+        elif future.exception() is not None:
+            self._failed(future.exception())
+
+    def _failed(self, exc: BaseException | None) -> None:
+        if self.failure is None and exc is not None:
+            self.failure = exc
+            log.error("notifier: ledger write to %s failed (%r); stopping", self.topic, exc)
 
     async def put(self, key: str, entry: Mapping[str, Any] | None) -> None:
-        future = await self.producer.send(self.topic, key=key.encode(), value=encode_entry(entry))
-        self._in_flight.append(future)
+        self._in_flight.append(await self._send(key, entry))
+        if len(self._in_flight) > 1024:  # long without input: settled ones are seen by `_done` already
+            self._in_flight = [future for future in self._in_flight if not future.done()]
 
     async def put_durable(self, key: str, entry: Mapping[str, Any] | None) -> None:
-        """Wait for this record's ack only (acks=all), not for every batch in flight."""
-        future = await self.producer.send(self.topic, key=key.encode(), value=encode_entry(entry))
-        await future
+        """Wait for this record's ack (acks=all): with the idempotent producer, the records queued
+        before it in the same ledger partition (same key included) are acknowledged first."""
+        future = await self._send(key, entry)
+        try:
+            await future
+        except Exception as exc:
+            self._failed(exc)
+            raise LedgerWriteFailed(f"a write to ledger topic {self.topic} failed: {exc!r}") from exc
 
     async def flush(self) -> None:
+        """Every record queued so far is acknowledged; raises if any write ever failed."""
+        self.check()
         pending, self._in_flight = self._in_flight, []
         if pending:
             await self.producer.flush()
-            await asyncio.gather(*pending)
+            for outcome in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    self._failed(outcome)
+        self.check()
 
 
 async def read_ledger(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
@@ -309,6 +365,7 @@ class _Service:
                 if deliver is not None and deliver.done():
                     deliver.result()  # surface a crash of the delivery loop
                     break
+                self.ledger.check()  # a Slack worker's write failed: stop, even with no input
                 batch = await self.consumer.getmany(timeout_ms=500, max_records=500)
                 await self.load_new_partitions()
                 await self.accept_batch(batch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from alerting.notify.gateway import PERMANENT_ERRORS
+from alerting.notify.gateway import CALL_OUTCOMES, PERMANENT_ERRORS, SLACK_METHODS
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 """Seconds, for every latency histogram of both processes (the worker imports it from here).
@@ -25,8 +25,9 @@ SKIP_REASONS = ("replayed",)
 
 
 class NotifierMetrics:
-    """`alerting.notify.metrics.NotifyMetrics` as Prometheus families; series with labels known
-    in advance exist at 0 from the start, so that rate() sees the first increment of a burst."""
+    """`alerting.notify.metrics.NotifyMetrics` as Prometheus families; every series a dashboard or
+    rule can query exists at 0 from the start (labelled ones for each of their known values), so
+    that rate() sees the first increment of a burst and no panel starts as "No data"."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -92,6 +93,9 @@ class NotifierMetrics:
             self.end_to_end_latency.labels(traffic)
         for error in sorted(PERMANENT_ERRORS):
             self.permanent_errors.labels(error)
+        for method in SLACK_METHODS:
+            for outcome in CALL_OUTCOMES:
+                self.slack_calls.labels(method, outcome)
 
     def slack_call(self, method: str, outcome: str) -> None:
         self.slack_calls.labels(method, outcome).inc()

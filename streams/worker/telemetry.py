@@ -9,16 +9,54 @@ per-load value. Replayed traffic (records stamped by `holdwatch replay`) is labe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from alerting.engine.explain import EXPLAINERS
+from schemas.carm import CarmSnapshot
 from schemas.decode import DeadLetterReason
+from schemas.emanifest import EManifestEvent
 from schemas.ports import PORTS
+from schemas.rns import RnsEvent
+from streams.kafka.topics import control_topic
 from streams.notifier.telemetry import LATENCY_BUCKETS, TRAFFIC
+from streams.settings import Settings
 
 LEAD_TIME_BUCKETS = (0.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
 """Seconds between an alert being raised and the load's ETA: 15 min ... 8 h."""
 
 RAISED_SEVERITIES = ("warning", "critical")
+
+
+def _tag(model: Any) -> str:
+    """A model's `event_type` literal."""
+    tag: str = get_args(model.model_fields["event_type"].annotation)[0]
+    return tag
+
+
+def _tags(annotated_union: Any) -> tuple[str, ...]:
+    """The `event_type` tags of an `Annotated[A | B | ..., discriminator]` (or of one model)."""
+    union = get_args(annotated_union)[0]
+    return tuple(_tag(model) for model in (get_args(union) or (union,)))
+
+
+CONSUMED = {
+    "emanifest": _tags(EManifestEvent),
+    "rns": _tags(RnsEvent),
+    # CARM snapshots reach each shipment partition through its control topic (the `carm` agent's
+    # broadcast); a tombstone has no body (`alerting.engine.ingest`).
+    "control": (_tag(CarmSnapshot), "carm_tombstone"),
+}
+"""`holdwatch_events_consumed_total`'s (topic role, event type) pairs (`alerting.engine.ingest`)."""
+RULES = tuple(sorted(EXPLAINERS))
+"""Every rule code (each one has its sentence in `alerting.engine.explain`)."""
+
+
+def lag_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics whose lag the worker reports from the start: its inputs and its control topic."""
+    return (settings.topic_emanifest, settings.topic_rns, settings.topic_carm, control_topic(settings))
 
 
 def port_label(port: str | None) -> str:
@@ -27,9 +65,12 @@ def port_label(port: str | None) -> str:
 
 
 class WorkerMetrics:
-    """What the live pipeline reports; series with labels known in advance exist at 0."""
+    """What the live pipeline reports. Every series a dashboard or rule can query exists at 0 from
+    the start: labelled families for each of their known values (ports, rules, event types, the
+    consumed topics given as `topics`)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, topics: Iterable[str] = ()) -> None:
+        """`topics`: the consumed topics (`lag_topics(settings)`), whose lag exists at 0 from the start."""
         self.registry = registry
         self.events_consumed = Counter(
             "holdwatch_events_consumed_total",
@@ -121,7 +162,19 @@ class WorkerMetrics:
         for action in ("raised", "updated", "resolved"):
             for severity in RAISED_SEVERITIES if action != "resolved" else ("none",):
                 self.alert_events.labels(action, severity, "other")
-        self._open_keys: set[tuple[str, str]] = set()
+        for source, event_types in CONSUMED.items():
+            for event_type in event_types:
+                self.events_consumed.labels(source, event_type)
+        for rule in RULES:
+            for severity in RAISED_SEVERITIES:
+                self.alert_rules.labels(rule, severity)
+        self._open_keys: set[tuple[str, str]] = {
+            (port, severity) for port in (*sorted(PORTS), "other") for severity in RAISED_SEVERITIES
+        }
+        for key in self._open_keys:
+            self.open_alerts.labels(*key).set(0)
+        for topic in topics:
+            self.consumer_lag.labels(topic).set(0)
 
     def set_open_alerts(self, counts: dict[tuple[str, str], int]) -> None:
         """Replace the open-alert gauge with fresh counts by (port, severity)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -224,3 +225,32 @@ async def test_a_fresh_group_over_history_posts_only_what_is_still_open(kafka_se
         assert all("CRITICAL" in m.text for m in slack.top_level("#dispatch"))  # their newest state
         assert len(slack.calls("chat.postMessage")) == 2 and reply_keys(slack) == []
         assert notifier.metrics.counts["skipped:replayed"] == 2
+
+
+async def test_resolved_lifecycles_leave_the_ledger_topic(kafka_settings: Settings) -> None:
+    """Event time, not wall time: an alert 80 h later in the stream makes the notifier delete (tombstone)
+    the lifecycle resolved 80 h before; the ledger read back no longer has it, the open ones stay."""
+    async with SlackTestServer() as slack:
+        settings = kafka_settings.model_copy(
+            update={"slack_token": SecretStr("xoxb-test"), "slack_base_url": slack.base_url, "partitions": 3}
+        )
+        group = f"notifier-{uuid.uuid4().hex[:6]}"
+        still_open = [f"K{i}" for i in range(1, 6)]  # with K0, a record in every partition (`caught_up`)
+        notifier = await Notifier(settings, group).started()
+        await publish(settings, [make_alert(alert_id) for alert_id in ["K0", *still_open]])
+        await wait_for(lambda: len(parents(slack)) == 6)
+        await publish(settings, lifecycle("K0")[1:])
+        await wait_for(lambda: settled(slack, ["K0"]))
+        await notifier.idle()
+        assert "K0" in await read_ledger(settings, ledger_topic_name(settings))
+        later = lifecycle("K0")[-1].at + timedelta(hours=80)
+        await publish(settings, [make_alert("K1", 2, "updated", at=later)])
+        await notifier.idle()
+        await notifier.close()
+        ledger = await read_ledger(settings, ledger_topic_name(settings))
+        assert "K0" not in ledger and set(still_open) <= set(ledger)
+        calls = len(slack.calls())
+        notifier = await Notifier(settings, group).started()  # a restart finds nothing owed
+        await notifier.idle()
+        await notifier.close()
+        assert len(slack.calls()) == calls

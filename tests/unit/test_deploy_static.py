@@ -4,7 +4,8 @@ Docker Compose, the Dockerfile, Prometheus and Grafana files must agree with eac
 with the code: referenced files exist, ports and env line up, images are pinned, every HOLDWATCH_*
 variable is a Settings field, and every metric a rule or panel queries is one the telemetry
 modules define (streams/worker/telemetry.py, streams/notifier/telemetry.py), with labels it has,
-exported from the start by the process of the job it is queried from.
+exported from the start (a sample matching the selector, at 0, before any traffic) by the process
+of the job it is queried from (issue 11 item 8).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from streams.notifier.telemetry import LATENCY_BUCKETS, NotifierMetrics
 from streams.settings import Settings
-from streams.worker.telemetry import WorkerMetrics
+from streams.worker.telemetry import WorkerMetrics, lag_topics
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -123,7 +124,8 @@ def process_registry(command: str, *, with_notifier: bool) -> CollectorRegistry:
     notifier's when it runs its notifier (no --no-notifier), as streams/worker/app.py wires them."""
     registry = CollectorRegistry()
     if command == "worker":
-        WorkerMetrics(registry)
+        # As `streams.worker.app._telemetry` builds it: the consumed topics' lag exists at 0.
+        WorkerMetrics(registry, topics=lag_topics(Settings()))
     if command == "notifier" or with_notifier:
         NotifierMetrics(registry)
     return registry
@@ -357,22 +359,35 @@ def test_grouped_recording_rules_are_unique() -> None:
     assert len(keys) == len(set(keys))
 
 
-# --- metrics per process: each job's targets export what is queried from that job -------------------
+# --- metrics per process: each job's targets export what is queried from that job, from the start ---
 
-# Families whose label values are only learnt at run time, so they have no series before the first
-# observation: topic and event type of consumed records, the rules alerts carry, open alerts by port
-# (the gauges timer sets them every 5 s), the assigned topics' lag, Slack methods and outcomes.
-# Queries on them must cope with no series (`or vector(0)`, a ratio that is simply absent).
-LABELLED_AT_RUN_TIME = frozenset(
-    {
-        "holdwatch_events_consumed",
-        "holdwatch_alert_rule_events",
-        "holdwatch_open_alerts",
-        "holdwatch_consumer_lag_records",
-        "holdwatch_slack_calls",
-    }
-)
 _JOB_MATCHER = re.compile(r'\bjob\s*(=~|!~|!=|=)\s*"([^"]*)"')
+_LABEL_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def label_matchers(matchers: str) -> list[tuple[str, str, str]]:
+    """(label, op, value) of a selector's matchers on the series' own labels (not job/instance)."""
+    return [m for m in _LABEL_MATCHER.findall(matchers) if m[0] not in SCRAPE_LABELS]
+
+
+def matches(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> bool:
+    """PromQL matching: a missing label is the empty string; regexes are anchored."""
+    for label, op, value in matchers:
+        have = labels.get(label, "")
+        hit = have == value if op in ("=", "!=") else re.fullmatch(value, have) is not None
+        if hit != (op in ("=", "=~")):
+            return False
+    return True
+
+
+def startup_match(registry: CollectorRegistry, name: str, matchers: str) -> bool:
+    """A first scrape of a fresh process (no traffic) has a sample `name` the selector selects."""
+    wanted = label_matchers(matchers)
+    return any(
+        sample.name == name and matches(sample.labels, wanted)
+        for metric in registry.collect()
+        for sample in metric.samples
+    )
 
 
 def job_registries(services: dict[str, dict[str, Any]]) -> dict[str, CollectorRegistry]:
@@ -402,9 +417,9 @@ def queried_jobs(matchers: str, jobs: set[str]) -> set[str]:
 
 
 def job_problems(expr: str, jobs: dict[str, CollectorRegistry]) -> list[str]:
-    """Raw selectors whose metric the queried job does not export, or not from the start.
+    """Raw selectors that select no sample of a fresh process of the queried job (before any traffic).
 
-    A selector naming a job must find its metric on every job it selects; one naming none (the
+    A selector naming a job must find its series on every job it selects; one naming none (the
     Slack families come from `holdwatch-notifier`, or from a worker running its notifier) on one.
     """
     problems = []
@@ -413,13 +428,7 @@ def job_problems(expr: str, jobs: dict[str, CollectorRegistry]) -> list[str]:
         if name.startswith("holdwatch:"):
             continue  # a recording rule: its own expression is checked
         selected = queried_jobs(matchers, set(jobs))
-        found = {
-            job
-            for job in selected
-            for family in registry_families(jobs[job])
-            if name in family.sample_names()
-            and (family.name in LABELLED_AT_RUN_TIME or name in startup_samples(jobs[job]))
-        }
+        found = {job for job in selected if startup_match(jobs[job], name, matchers)}
         if not found or ("job" in _MATCHER_KEY.findall(matchers) and found != selected):
             problems.append(f"{name}{matchers} (jobs {sorted(selected)}, exported by {sorted(found)})")
     return problems
@@ -436,6 +445,14 @@ def test_job_checker_can_fail(services: dict[str, dict[str, Any]]) -> None:
     assert job_problems('sum(holdwatch_kafka_to_alert_seconds_count{job=~"holdwatch-.*"})', jobs)
     assert not job_problems("sum(holdwatch_slack_pending_alerts)", jobs)
     assert not job_problems('holdwatch_shipments_in_state{job="holdwatch-worker"}', jobs)
+    # label matchers must select a series that exists at 0 from the start
+    assert job_problems('rate(holdwatch_slack_calls_total{outcome="nope"}[5m])', jobs)
+    assert job_problems('holdwatch_kafka_to_alert_seconds_bucket{le="0.7"}', jobs)
+    assert job_problems('holdwatch_dead_letters_total{reason=~"internal"}', jobs)  # anchored
+    assert not job_problems('holdwatch_dead_letters_total{reason=~"internal_.*"}', jobs)
+    assert not job_problems('holdwatch_slack_calls_total{outcome!~"ok|rate_limited"}', jobs)
+    assert not job_problems('holdwatch_kafka_to_alert_seconds_bucket{traffic="live", le="1.0"}', jobs)
+    assert not job_problems('holdwatch_consumer_lag_records{job="holdwatch-worker"}', jobs)
 
 
 def test_scrape_jobs_run_the_processes_they_are_named_after(services: dict[str, dict[str, Any]]) -> None:
@@ -452,11 +469,16 @@ def test_scrape_jobs_run_the_processes_they_are_named_after(services: dict[str, 
     }
 
 
-def test_every_queried_metric_is_exported_by_the_job_it_is_queried_from(
-    services: dict[str, dict[str, Any]],
-) -> None:
+def test_every_queried_metric_has_a_sample_before_any_traffic(services: dict[str, dict[str, Any]]) -> None:
+    """Issue 11 item 8: every selector of every panel and rule finds a series at 0 on a fresh process
+    of the job it queries, so rate() sees the first increment and no panel starts as "No data"."""
     jobs = job_registries(services)
-    problems = {where: bad for where, expr in every_expression() if (bad := job_problems(expr, jobs))}
+    expressions = every_expression()
+    assert len(expressions) > 50 and {where.split(":")[0] for where, _ in expressions} >= {
+        "dispatch.json",
+        "pipeline.json",
+    }
+    problems = {where: bad for where, expr in expressions if (bad := job_problems(expr, jobs))}
     assert problems == {}
 
 
@@ -476,11 +498,11 @@ def test_operations_doc_lists_each_family_with_the_process_exporting_it() -> Non
     assert documented == exported
 
 
-def test_only_families_labelled_at_run_time_start_without_series() -> None:
+def test_every_family_has_series_from_the_start() -> None:
     registry = process_registry("worker", with_notifier=True)
     at_start = startup_samples(registry)
     empty = {f.name for f in registry_families(registry) if not set(f.sample_names()) & at_start}
-    assert empty == LABELLED_AT_RUN_TIME
+    assert empty == set()
 
 
 # --- Grafana -------------------------------------------------------------------------------------------

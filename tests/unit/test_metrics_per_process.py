@@ -5,17 +5,20 @@ the dashboards read."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alerting.notify.gateway import PERMANENT_ERRORS
+from alerting.notify.gateway import CALL_OUTCOMES, PERMANENT_ERRORS, SLACK_METHODS
 from alerting.notify.metrics import NotifyMetrics
+from schemas.ports import PORTS
+from streams.kafka.topics import control_topic
 from streams.notifier.telemetry import NotifierMetrics
 from streams.settings import Settings
-from streams.worker.telemetry import WorkerMetrics
+from streams.worker.telemetry import CONSUMED, RULES, WorkerMetrics, lag_topics
 
 NOTIFIER_FAMILY_PREFIXES = ("holdwatch_slack_", "holdwatch_alert_to_slack_", "holdwatch_end_to_end_")
 
@@ -112,6 +115,19 @@ def test_series_with_labels_known_in_advance_exist_at_zero() -> None:
         value(registry, "holdwatch_alert_events_total", action="raised", severity="critical", port="other")
         == 0
     )
+    for method in SLACK_METHODS:
+        for outcome in CALL_OUTCOMES:
+            assert value(registry, "holdwatch_slack_calls_total", method=method, outcome=outcome) == 0
+    assert {"ok", "rate_limited", "transient", "permanent", "gone", "content"} == set(CALL_OUTCOMES)
+    consumed = (("emanifest", "cargo_reported"), ("rns", "rns_status"), ("control", "carm_tombstone"))
+    for topic, event_type in consumed:
+        assert value(registry, "holdwatch_events_consumed_total", topic=topic, event_type=event_type) == 0
+    assert len(RULES) >= 15 and "PARS_NOT_MATCHED" in RULES
+    for rule in RULES:
+        for severity in ("warning", "critical"):
+            assert value(registry, "holdwatch_alert_rule_events_total", rule=rule, severity=severity) == 0
+    for port in (*PORTS, "other"):
+        assert value(registry, "holdwatch_open_alerts", port=port, severity="critical") == 0
     for unlabelled in (
         "holdwatch_slack_rate_limited_total",
         "holdwatch_slack_retries_total",
@@ -147,3 +163,42 @@ def test_the_adapter_moves_the_series_of_each_protocol_call() -> None:
     assert value(registry, "holdwatch_slack_duplicates_dropped_total") == 1
     assert value(registry, "holdwatch_slack_storm_grouped_total") == 1
     assert value(registry, "holdwatch_slack_pending_alerts") == 4
+
+
+def test_the_label_values_cover_what_the_code_observes() -> None:
+    """The pre-initialised values are the ones observed: every Slack method the executor counts,
+    every event type a source topic carries."""
+    executor = (Path(__file__).parents[2] / "alerting" / "notify" / "executor.py").read_text()
+    used = set(re.findall(r'"((?:chat|conversations)\.[a-zA-Z]+)"', executor))
+    assert used and used <= set(SLACK_METHODS)
+    assert set(CONSUMED["emanifest"]) == {
+        "cargo_reported", "cargo_accepted", "cargo_rejected", "eta_updated", "notice", "cancelled"
+    }  # fmt: skip
+    assert CONSUMED["control"] == ("carm_snapshot", "carm_tombstone")
+
+
+def test_the_consumed_topics_lag_exists_at_zero_when_given() -> None:
+    settings = Settings(topic_emanifest="x.emanifest")
+    assert lag_topics(settings) == ("x.emanifest", "rns.events", "carm.readiness", control_topic(settings))
+    registry = CollectorRegistry()
+    WorkerMetrics(registry, topics=lag_topics(settings))
+    for topic in lag_topics(settings):
+        assert value(registry, "holdwatch_consumer_lag_records", topic=topic) == 0
+    metrics = WorkerMetrics(CollectorRegistry())
+    metrics.set_open_alerts({("0453", "warning"): 2})
+    metrics.set_open_alerts({})
+    assert value(metrics.registry, "holdwatch_open_alerts", port="0453", severity="warning") == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="streams/worker/app.py `_telemetry` must pass topics=lag_topics(settings) to WorkerMetrics",
+)
+def test_a_built_worker_exports_its_topics_lag_from_the_start(tmp_path: Path) -> None:
+    from streams.worker.app import build_app
+
+    registry = CollectorRegistry()
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", home=tmp_path)
+    build_app(settings, clock="event", data_dir=tmp_path, store="memory", registry=registry)
+    for topic in lag_topics(settings):
+        assert value(registry, "holdwatch_consumer_lag_records", topic=topic) == 0

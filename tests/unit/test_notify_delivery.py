@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from alerting.notify.metrics import CountingMetrics
 from alerting.notify.routing import Routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
 from schemas.alerts import AlertEvent
-from tests.fixtures.slack import SlackTestServer, make_alert
+from tests.fixtures.slack import ALERT_T0, SlackTestServer, make_alert
 
 
 @dataclass
@@ -446,3 +446,199 @@ async def test_a_storm_digest_whose_members_are_all_over_is_never_posted(rig: Ri
     assert sorted(parents(rig.slack)) == ["U0", "U1", "U2", "U3", "U4"]
     assert len(rig.slack.top_level("#dispatch")) == 5  # no digest at all
     assert rig.metrics.counts["storm_grouped"] == 4 and rig.delivery.pending_count() == 0
+
+
+# --- expired: quietly (issue 11 item 5) -------------------------------------------------------------
+
+
+async def test_an_expired_lifecycle_is_edited_in_place_without_any_thread_reply(rig: Rig) -> None:
+    await rig.feed(make_alert("X2", 1, "raised", "critical"))
+    await rig.settle(5)
+    await rig.feed(make_alert("X2", 2, "resolved", outcome="expired", at=ALERT_T0 + timedelta(hours=26)))
+    await rig.settle()
+    [message] = rig.slack.top_level("#dispatch")
+    assert message.text.startswith("Expired: no news of load LD-X2") and message.edits
+    assert rig.slack.replies("#dispatch", message.ts) == []  # no reply, no broadcast, no ping
+    assert len(rig.slack.calls("chat.postMessage")) == 1 and len(rig.slack.calls("chat.update")) == 1
+    assert rig.delivery.pending_count() == 0 and rig.delivery.alerts["X2"].settled
+
+
+# --- ledger retention in event time (issue 11 item 5) ------------------------------------------------
+
+HOUR = timedelta(hours=1)
+
+
+class TombstoneLedger(MemoryLedger):
+    """A memory ledger that also remembers which keys were deleted."""
+
+    def __init__(self, entries: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__(entries)
+        self.tombstones: list[str] = []
+
+    async def put(self, key: str, entry: Any) -> None:
+        if entry is None:
+            self.tombstones.append(key)
+        await super().put(key, entry)
+
+
+def retention_rig(rig: Rig, entries: dict[str, dict[str, Any]] | None = None) -> TombstoneLedger:
+    ledger = TombstoneLedger(entries)
+    rig.ledger = ledger
+    policy = DeliveryPolicy(edit_delay_s=10, storm_threshold=5, storm_window_s=60)
+    rig.delivery = new_delivery(rig.slack, rig.clock, ledger, rig.metrics, policy)
+    rig.delivery.restore(ledger.durable)
+    return ledger
+
+
+def message_of(slack: SlackTestServer, key: str) -> list[Any]:
+    top = slack.top_level("#dispatch")
+    return [m for m in top if m.metadata and m.metadata["event_payload"]["key"] == key]
+
+
+def tick(alert_id: str, at: datetime) -> AlertEvent:
+    """An unrelated open lifecycle whose event moves the notifier's event-time clock to `at`."""
+    return make_alert(alert_id, 1, "raised", at=at)
+
+
+def held(rig: Rig, key: str) -> bool:
+    """Anything of `key` still held, in memory or in the durable ledger."""
+    d = rig.delivery
+    return (
+        key in d.alerts
+        or key in d.digests
+        or key in d.records.timers
+        or key in d.executor.latencies._accepted
+        or key in rig.ledger.durable
+        or key in d.pending_keys()
+    )
+
+
+async def test_a_resolved_lifecycle_leaves_the_ledger_after_the_retention_in_event_time(rig: Rig) -> None:
+    ledger = retention_rig(rig)
+    resolved_at = ALERT_T0 + 2 * HOUR
+    await rig.feed(make_alert("L1", 1, at=ALERT_T0))
+    await rig.settle(5)
+    await rig.feed(make_alert("L1", 2, "resolved", outcome="released", at=resolved_at))
+    await rig.settle()
+    assert len(rig.slack.replies("#dispatch", rig.slack.top_level("#dispatch")[0].ts)) == 1
+    await rig.settle(30 * 24 * 3600)  # a month of wall time with no event: nothing is forgotten
+    assert held(rig, "L1")
+    await rig.feed(tick("K1", resolved_at + 72 * HOUR))  # exactly the retention: not more
+    assert held(rig, "L1") and ledger.tombstones == []
+    await rig.feed(tick("K2", resolved_at + 72 * HOUR + timedelta(minutes=30)))
+    assert held(rig, "L1")  # past it, but passes run once per hour of event time (batches)
+    await rig.feed(tick("K3", resolved_at + 73 * HOUR))
+    assert not held(rig, "L1")
+    assert ledger.tombstones == ["L1"]
+    assert {"K1", "K2", "K3"} <= set(ledger.durable)  # open lifecycles stay, however old
+    assert rig.restart().alerts.keys() == {"K1", "K2", "K3"}  # gone for good
+
+
+async def test_entries_slack_still_owes_work_are_kept_until_it_is_done(rig: Rig) -> None:
+    ledger = retention_rig(rig)
+    await rig.feed(make_alert("W1", 1, at=ALERT_T0))
+    await rig.settle(5)
+    rig.slack.fail("invalid_auth")  # the token is revoked: the resolution edit and reply wait
+    await rig.feed(make_alert("W1", 2, "resolved", outcome="released", at=ALERT_T0 + HOUR))
+    await rig.settle(120)
+    await rig.feed(tick("K1", ALERT_T0 + 100 * HOUR))
+    await rig.feed(tick("K2", ALERT_T0 + 102 * HOUR))  # two pruning passes well past the retention
+    assert "W1" in rig.delivery.alerts and "W1" in ledger.durable and "W1" not in ledger.tombstones
+    rig.slack.clear_failures()  # fixed: the edit and the reply go out
+    await rig.settle(120)
+    [message] = message_of(rig.slack, "W1")
+    assert "Resolved" in message.text and len(rig.slack.replies("#dispatch", message.ts)) == 1
+    assert "W1" in rig.delivery.alerts  # finished now, forgotten at the next pass only
+    await rig.feed(tick("K3", ALERT_T0 + 103 * HOUR))
+    assert not held(rig, "W1") and ledger.tombstones == ["W1"]
+
+
+async def test_an_entry_with_a_pending_intent_is_kept(rig: Rig) -> None:
+    """A reply that may have landed (intent recorded, answer lost) is looked for before forgetting."""
+    rec = AlertRecord(
+        "I1",
+        "#dispatch",
+        make_alert("I1", 2, "resolved", outcome="released", at=ALERT_T0),
+        channel_id="C0DISPATCH",
+        ts="1.000001",
+        shown_seq=2,
+        owed=["resolution:2"],
+        intent="resolution:2",
+        intent_at=rig.clock.wall(),
+    )
+    ledger = retention_rig(rig, {"I1": rec.to_entry()})
+    rig.slack.fail("server_error", seconds=3600)
+    await rig.feed(tick("K1", ALERT_T0 + 100 * HOUR))
+    await rig.settle(60)
+    await rig.feed(tick("K2", ALERT_T0 + 102 * HOUR))
+    assert rig.delivery.alerts["I1"].intent == "resolution:2" and "I1" in ledger.durable
+    await rig.settle(3700)  # Slack is back: the reply is looked for, then posted
+    assert rig.delivery.alerts["I1"].intent is None and rig.delivery.pending_count() == 0
+    await rig.feed(tick("K3", ALERT_T0 + 103 * HOUR))
+    assert not held(rig, "I1") and ledger.tombstones == ["I1"]
+
+
+async def test_a_late_step_of_a_forgotten_lifecycle_posts_nothing(rig: Rig) -> None:
+    ledger = retention_rig(rig)
+    events = lifecycle("F1")
+    await rig.feed(*events, gap=20)
+    await rig.settle()
+    await rig.feed(tick("K1", events[-1].at + 80 * HOUR))
+    assert not held(rig, "F1")
+    await rig.settle()
+    before = len(rig.slack.requests)
+    await rig.feed(events[-1])  # the resolved step again (a redelivery, a replay)
+    await rig.settle()
+    assert len(rig.slack.requests) == before  # the first-start rule: over, so never shown
+    assert rig.delivery.alerts["F1"].silent and rig.delivery.pending_count() == 0
+    await rig.feed(tick("K2", events[-1].at + 82 * HOUR))
+    assert not held(rig, "F1") and ledger.tombstones == ["F1", "F1"]
+
+
+async def test_a_finished_storm_digest_leaves_the_ledger_with_its_members(rig: Rig) -> None:
+    ledger = retention_rig(rig)
+    storm = [make_alert(f"S{i}", 1, at=ALERT_T0) for i in range(8)]  # threshold 5: S5..S7 in a digest
+    await rig.feed(*storm, gap=1)
+    await rig.settle(120)
+    [digest_id] = rig.delivery.digests
+    await rig.feed(make_alert("N1", 1, at=ALERT_T0))  # the window has passed: the storm is over
+    closed = ALERT_T0 + HOUR
+    await rig.feed(*(make_alert(f"S{i}", 2, "resolved", outcome="released", at=closed) for i in range(7)))
+    await rig.settle()
+    await rig.feed(tick("K1", closed + 80 * HOUR))
+    assert digest_id in rig.delivery.digests and "S5" in rig.delivery.alerts  # S7 is still open
+    assert all(not held(rig, f"S{i}") for i in range(5))  # those with their own message are gone
+    await rig.feed(make_alert("S7", 2, "resolved", outcome="cleared", at=closed + 81 * HOUR))
+    await rig.settle()
+    await rig.feed(tick("K2", closed + 160 * HOUR))
+    assert not any(held(rig, key) for key in (digest_id, "S5", "S6", "S7"))
+    assert ledger.tombstones[-4:] == [digest_id, "S5", "S6", "S7"]  # the digest first
+    [digest] = message_of(rig.slack, digest_id)
+    assert "3 resolved" in json.dumps(digest.blocks)  # it showed them all over before it went
+
+
+async def test_a_new_storm_opens_a_new_digest(rig: Rig) -> None:
+    await rig.feed(*(make_alert(f"A{i}") for i in range(7)), gap=1)
+    await rig.settle(120)
+    await rig.feed(make_alert("B0"))  # outside any storm
+    await rig.settle(120)
+    await rig.feed(*(make_alert(f"C{i}") for i in range(7)), gap=1)
+    await rig.settle()
+    digests = [m for m in rig.slack.top_level("#dispatch") if m.text.startswith("Alert storm")]
+    assert len(digests) == 2 and len(rig.delivery.digests) == 2
+
+
+async def test_memory_stays_bounded_over_months_of_event_time(rig: Rig) -> None:
+    retention_rig(rig)
+    for n in range(120):  # one lifecycle every 6 h of event time, each raised, shown and resolved
+        at = ALERT_T0 + n * 6 * HOUR
+        await rig.feed(make_alert(f"M{n}", 1, at=at))
+        await rig.settle(5)
+        await rig.feed(make_alert(f"M{n}", 2, "resolved", outcome="released", at=at + HOUR))
+        await rig.settle(30)
+    d = rig.delivery
+    within = 72 // 6 + 2  # resolved within the retention, and the current one
+    assert len(d.alerts) <= within and len(rig.ledger.durable) <= within
+    assert len(d.records.timers) <= within and len(d.executor.latencies._accepted) <= within
+    assert len(d.retention) <= within and d.pending_count() == 0
+    assert len(rig.slack.top_level("#dispatch")) == 120  # all of them were shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from alerting.notify.render import (
 )
 from alerting.notify.storm import render_digest
 from schemas.alerts import ReasonDetail
-from tests.fixtures.slack import make_alert
+from tests.fixtures.slack import ALERT_T0, make_alert
 
 
 def all_texts(blocks: Any) -> list[str]:
@@ -135,3 +136,36 @@ def test_console_text_carries_the_same_content_unescaped() -> None:
     alert = make_alert(load_ref="LD <7>")
     text = card_to_console(alert_card(alert))
     assert "LD <7>" in text and "Windsor" in text and "do:" in text and "call:" in text
+
+
+def test_expired_is_worded_apart_from_a_release() -> None:
+    """The engine closed the load for lack of news: not good news, and never called a release."""
+    day_past_eta = ALERT_T0 + timedelta(minutes=90, hours=24)
+    alert = make_alert(seq=3, action="resolved", outcome="expired", at=day_past_eta)
+    card = alert_card(alert)
+    assert card.resolved and card.expired and not card.reasons
+    message = render_alert(alert)
+    blocks = json.dumps(message.blocks)
+    assert message.text.startswith(
+        "Expired: no news of load LD-A1 long past its ETA, closed without a release"
+    )
+    assert ":hourglass:" in blocks and ":white_check_mark:" not in blocks
+    assert "released" not in message.text and "Resolved" not in message.text
+    assert "stopped watching this load" in blocks and "No active reasons" not in blocks
+    assert "24 h 00 min past ETA" in blocks  # the ETA fact says how long ago it was
+    console = card_to_console(card)
+    assert console.startswith("[EXPIRED] Expired: no news of load LD-A1") and "stopped watching" in console
+    assert render_resolution(alert).text.startswith(":hourglass: Expired")
+    no_eta = alert_card(make_alert(seq=3, action="resolved", outcome="expired", eta=None))
+    assert no_eta.title == "Expired: no news of load LD-A1, closed without a release"
+    released = alert_card(make_alert(seq=3, action="resolved", outcome="released"))
+    assert not released.expired and released.note == "" and released.title.startswith("Resolved")
+
+
+def test_an_expired_member_of_a_storm_digest_says_so() -> None:
+    digest = render_digest(
+        [make_alert("S1"), make_alert("S2", 2, "resolved", outcome="expired", load_ref="LD-S2")]
+    )
+    rows = json.dumps(digest.blocks)
+    assert ":hourglass: ~LD-S2~" in rows and "expired: no news, not released" in rows
+    assert "EXPIRED" in digest.plain and "RESOLVED" not in digest.plain

@@ -114,3 +114,15 @@ async def test_console_sink_makes_the_same_first_start_decisions() -> None:
     await opted_in.accept(make_alert("K3"), origin=Origin(traffic="replay"))
     await drain(opted_in)
     assert "LD-K3" in replaying.getvalue()
+
+
+async def test_console_sink_shows_an_expiry_as_a_quiet_edit() -> None:
+    out = io.StringIO()
+    delivery = console_delivery(out)
+    await delivery.accept(make_alert("K4"))
+    await drain(delivery)
+    await delivery.accept(make_alert("K4", 2, "resolved", outcome="expired"))
+    await drain(delivery)
+    text = out.getvalue()
+    assert text.count("new message in #dispatch [") == 1 and "reply to" not in text
+    assert "updated\n[EXPIRED] Expired: no news of load LD-K4" in text and "Resolved" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import UTC, datetime, timedelta
 
 from alerting.engine.rules import is_escalation
 from alerting.notify.clock import ManualClock
@@ -21,6 +22,7 @@ from alerting.notify.planner import (
     skip_reason,
 )
 from alerting.notify.policy import DeliveryPolicy
+from alerting.notify.retention import Retention
 from alerting.notify.scheduler import Scheduler
 from tests.fixtures.slack import make_alert
 
@@ -93,6 +95,18 @@ def test_no_reply_is_owed_for_a_message_not_on_slack_or_an_unconfigured_outcome(
     only_released = DeliveryPolicy(resolution_reply_outcomes=frozenset({"released"}))
     cleared = make_alert("A1", 2, "resolved", outcome="cleared")
     assert plan_next(shown(), cleared, Timers(), now=0, policy=only_released).owe is None
+
+
+def test_an_expired_lifecycle_is_edited_at_once_but_owes_no_reply() -> None:
+    """Expired (no news long past the ETA) is quiet by default: the message changes, nobody is pinged."""
+    expired = make_alert("A1", 3, "resolved", outcome="expired")
+    plan = plan_next(shown(), expired, Timers(edit_due=115), now=100, policy=DeliveryPolicy())
+    assert plan.owe is None and plan.timers.edit_due == 100 and not plan.silent
+    assert "expired" not in DeliveryPolicy().resolution_reply_outcomes
+    loud = DeliveryPolicy(resolution_reply_outcomes=frozenset({"expired"}))
+    assert plan_next(shown(), expired, Timers(), now=0, policy=loud).owe == "resolution:3"
+    unposted = AlertRecord("A1", "#dispatch", make_alert("A1"))
+    assert plan_next(unposted, expired, Timers(), now=0, policy=POLICY).silent  # never shown
 
 
 def test_a_lifecycle_over_before_anything_reached_slack_goes_silent() -> None:
@@ -229,3 +243,40 @@ def test_storms_are_counted_per_channel_within_the_window() -> None:
     assert not sched.in_storm("#b")
     clock.advance_to(61)
     assert not sched.in_storm("#a")  # the window has passed
+
+
+def test_a_raised_alert_outside_a_storm_closes_the_channels_digest() -> None:
+    clock = ManualClock()
+    sched = scheduler(clock, storm_threshold=1, storm_window_s=60.0)
+    assert [sched.in_storm("#a") for _ in range(2)] == [False, True]
+    sched.channels["#a"].open_digest = "digest:#a:1"
+    assert sched.in_storm("#a") and sched.channels["#a"].open_digest == "digest:#a:1"  # still on
+    clock.advance_to(61)
+    assert not sched.in_storm("#a")
+    assert sched.channels["#a"].open_digest is None  # the next storm opens a new digest
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+
+
+def test_retention_hands_out_lifecycles_resolved_more_than_the_retention_before_the_clock() -> None:
+    keep = Retention(timedelta(hours=72), timedelta(hours=1))
+    assert not keep.pass_due() and keep.take_due() == set()  # no event yet: no clock
+    keep.observe(T0)
+    keep.closed("A1", T0)
+    keep.closed("A2", T0 + timedelta(hours=5))
+    assert keep.pass_due()  # the first pass comes with the first event
+    assert keep.take_due() == set()
+    keep.observe(T0 + timedelta(minutes=59))
+    assert not keep.pass_due()  # the clock moved less than the interval since the last pass
+    keep.observe(T0 + timedelta(hours=72))
+    assert keep.pass_due() and keep.take_due() == set()  # exactly the retention: not more
+    keep.observe(T0 + timedelta(hours=73))
+    assert keep.take_due() == {"A1"}
+    keep.wait({"A1"})  # Slack still owes it something: asked again at the next pass
+    keep.observe(T0 + timedelta(hours=70))  # an older event does not move the clock back
+    assert keep.clock == T0 + timedelta(hours=73) and not keep.pass_due()
+    keep.observe(T0 + timedelta(hours=78))
+    assert keep.take_due() == {"A1", "A2"} and len(keep) == 0
