@@ -25,11 +25,13 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install holdwatch with its dev tools (fast when up to date)
 
-system-deps: ## Debian's prometheus package (promtool and a real server, for the rule and dashboard tests)
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+system-deps: ## Debian's prometheus (promtool, a real server) and chromium + chromium-driver (board tests)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && \
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			prometheus chromium chromium-driver >/dev/null; }
 
 lint: install ## ruff + mypy --strict on the packages
 	$(BIN)/ruff check .
