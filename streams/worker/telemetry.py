@@ -9,6 +9,7 @@ per-load value. Replayed traffic (records stamped by `holdwatch replay`) is labe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, get_args
 
@@ -64,6 +65,34 @@ def port_label(port: str | None) -> str:
     return port if port in PORTS else "other"
 
 
+WEB_ROUTES = ("load", "loads", "local_loads", "readiness", "healthz", "readyz", "board", "asset")
+"""The status API's and board's routes (streams/worker/webserver.py), the `route` label."""
+
+
+class WebMetrics:
+    """Requests per route and status, and their latency; every route's series exist from the start."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "holdwatch_http_requests", "Status API and board requests", ["route", "code"], registry=registry
+        )
+        self.latency = Histogram(
+            "holdwatch_http_request_seconds",
+            "Time to answer a status API or board request",
+            ["route"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        for route in WEB_ROUTES:
+            self.latency.labels(route)
+            for code in ("200", "400", "401", "404", "503"):
+                self.requests.labels(route, code)
+
+    def observe(self, route: str, status: int, started: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(time.perf_counter() - started)
+
+
 class WorkerMetrics:
     """What the live pipeline reports. Every series a dashboard or rule can query exists at 0 from
     the start: labelled families for each of their known values (ports, rules, event types, the
@@ -72,6 +101,7 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry, *, topics: Iterable[str] = ()) -> None:
         """`topics`: the consumed topics (`lag_topics(settings)`), whose lag exists at 0 from the start."""
         self.registry = registry
+        self.web = WebMetrics(registry)
         self.events_consumed = Counter(
             "holdwatch_events_consumed_total",
             "Input records consumed, by source topic role and event type",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,6 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 from kafka.partitioner.default import murmur2
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from alerting.engine.config import Thresholds
@@ -58,7 +56,6 @@ class Reply:
 Response = Reply
 _CCN: TypeAdapter[str] = TypeAdapter(Ccn)
 _BN: TypeAdapter[str] = TypeAdapter(ImporterBn)
-ROUTES = ("load", "loads", "local_loads", "readiness", "healthz", "readyz", "board", "asset")
 
 
 class Runner(Protocol):
@@ -327,30 +324,6 @@ class StatusApi:
         return list(LoadPage.model_validate_json(body).items)
 
 
-class WebMetrics:
-    """Requests per route and status, and their latency; every route's series exist from the start."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "holdwatch_http_requests", "Status API and board requests", ["route", "code"], registry=registry
-        )
-        self.latency = Histogram(
-            "holdwatch_http_request_seconds",
-            "Time to answer a status API or board request",
-            ["route"],
-            registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-        )
-        for route in ROUTES:
-            self.latency.labels(route)
-            for code in ("200", "400", "401", "404", "503"):
-                self.requests.labels(route, code)
-
-    def observe(self, route: str, status: int, started: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(time.perf_counter() - started)
-
-
 def board_asset(name: str) -> tuple[str, bytes] | None:
     """The board's files, served by holdwatch itself (no CDN, no build step)."""
     types = {"index.html": "text/html", "board.js": "text/javascript", "board.css": "text/css"}
@@ -360,4 +333,4 @@ def board_asset(name: str) -> tuple[str, bytes] | None:
     return f"{types[name]}; charset=utf-8", data
 
 
-__all__ = ["LocalStatus", "ReadinessFacts", "StatusApi", "WebMetrics", "board_asset"]
+__all__ = ["LocalStatus", "ReadinessFacts", "StatusApi", "board_asset"]
