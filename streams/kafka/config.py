@@ -139,8 +139,21 @@ def aiokafka_config(settings: Settings) -> ClientConfig:
     return config
 
 
+PRODUCER_ACKS_ALL = -1
+"""acks=all: a send is confirmed once every in-sync replica has it (with the topics'
+min.insync.replicas, the strongest guarantee Kafka gives)."""
+PRODUCER_DELIVERY_TIMEOUT_S = 120.0
+"""How long the worker's producer retries a send that the broker does not confirm (a broker
+restart, a leader election) before failing it: aiokafka retries a batch until this age (its
+`request_timeout_ms` is also the batch expiry; Faust's default is 20 min). Kafka's Java default
+delivery.timeout.ms is the same 2 minutes. A failed send stops the worker (docs/reliability.md)."""
+
+
 def faust_broker_settings(settings: Settings) -> ClientConfig:
-    """`broker` and `broker_credentials` for `faust.App(...)`."""
+    """`broker`, `broker_credentials` and the producer's delivery settings for `faust.App(...)`.
+
+    Faust lets its own environment variables win over these (PRODUCER_ACKS,
+    PRODUCER_REQUEST_TIMEOUT): an operator can still change them, on purpose."""
     import faust  # imported here: Faust is heavy and not every command needs it
 
     servers = resolve_bootstrap(settings).split(",")
@@ -159,6 +172,8 @@ def faust_broker_settings(settings: Settings) -> ClientConfig:
     return ClientConfig(
         broker=";".join(f"kafka://{server}" for server in servers),
         broker_credentials=credentials,
+        producer_acks=PRODUCER_ACKS_ALL,
+        producer_request_timeout=PRODUCER_DELIVERY_TIMEOUT_S,
     )
 
 

@@ -13,6 +13,13 @@ Pieces: `WorkerTopology` (topics and tables), `Partitions` (a processor per owne
 `AlertEmitter` (alerts, dead letters, their metrics), `AckBatcher` (batcher.py: write-behind,
 ack after write) and one small function per agent or timer. Headers are read only by
 `schemas.envelope.parse_envelope`, once per record as it enters (`_record_of`, the CARM agent).
+
+Every send is confirmed before the records that caused it are acked (docs/reliability.md): the
+shipments agent's alerts, dead letters and changelog writes go to `Deliveries`, which the batcher
+awaits when a batch is due; the CARM agent acks a record once its broadcasts (or its dead letter)
+are confirmed; the wall clock awaits its ticks. A send that fails after the producer's retries
+stops the worker (`_stop_worker`: exit code 1, nothing more acked), so a restart consumes the
+records again; raising would not do: Faust restarts a crashed agent in place, past its records.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import CodecArg
+from faust.types.tuples import FutureMessage
 from prometheus_client import CollectorRegistry
 
 from alerting.engine.config import Thresholds
@@ -37,7 +47,7 @@ from streams.kafka.config import faust_broker_settings
 from streams.kafka.topics import control_topic
 from streams.notifier.telemetry import NotifierMetrics
 from streams.settings import Settings
-from streams.worker.batcher import AckBatcher
+from streams.worker.batcher import AckBatcher, Deliveries
 from streams.worker.processor import ClockMode, Output, PartitionProcessor, RawRecord, Source
 from streams.worker.tables import carm_view, define_tables, shipment_view
 from streams.worker.telemetry import WorkerMetrics, port_label
@@ -135,30 +145,37 @@ class Partitions:
 
 class AlertEmitter:
     """Sends what processing produced: alert events (with their origin headers), dead letters,
-    and the per-alert and per-record metrics."""
+    and the per-alert and per-record metrics. Sends are not awaited here: their delivery futures
+    go to `deliveries`, under the partition whose records wait for them."""
 
-    def __init__(self, topology: WorkerTopology, stats: WorkerStats, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self, topology: WorkerTopology, stats: WorkerStats, metrics: WorkerMetrics, deliveries: Deliveries
+    ) -> None:
         self._topology = topology
         self._stats = stats
         self._metrics = metrics
+        self._deliveries = deliveries
 
-    async def emit(self, out: Output) -> None:
+    async def emit(self, partition: int, out: Output) -> None:
+        """Send what processing a record of `partition` produced; its acks wait for the sends."""
         now = time.time()
         for alert, trigger in zip(out.alerts, out.triggers, strict=True):
-            await self._topology.alerts.send(
+            sent = await self._topology.alerts.send(
                 key=alert.ccn.encode(),
                 value=alert.model_dump_json(exclude_none=True).encode(),
                 timestamp=now,
                 headers=alert_headers(trigger.envelope),
             )
+            self._deliveries.add(partition, sent)
             self._observe(alert, trigger.envelope, now)
         self._stats.alerts += len(out.alerts)
         for record, event_type in out.applied:
             self._metrics.events_consumed.labels(record.source, event_type).inc()
         for rejected, record in out.rejected:
-            await self.dead_letter(rejected, record)
+            self._deliveries.add(partition, await self.dead_letter(rejected, record))
 
-    async def dead_letter(self, rejected: Rejected, record: RawRecord) -> None:
+    async def dead_letter(self, rejected: Rejected, record: RawRecord) -> Awaitable[object]:
+        """Send the record's dead letter; returns its delivery (the caller waits before acking)."""
         self._metrics.dead_letters.labels(str(rejected.reason)).inc()
         letter = make_dead_letter(
             rejected,
@@ -171,7 +188,10 @@ class AlertEmitter:
             now=datetime.now(UTC),
         )
         self._stats.dead_letters += 1
-        await self._topology.dead_letters.send(key=record.key, value=encode_dead_letter(letter))
+        sent: Awaitable[object] = await self._topology.dead_letters.send(
+            key=record.key, value=encode_dead_letter(letter)
+        )
+        return sent
 
     def _observe(self, alert: AlertEvent, trigger: Envelope, now: float) -> None:
         metrics = self._metrics
@@ -196,6 +216,7 @@ class Worker:
     partitions: Partitions
     emitter: AlertEmitter
     batcher: AckBatcher[RawRecord]
+    deliveries: Deliveries
     stats: WorkerStats
     metrics: WorkerMetrics
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -231,7 +252,8 @@ def build_app(
     flush_every: int = 500,
     flush_after_s: float = 0.5,
 ) -> faust.App:
-    app = _faust_app(settings, data_dir, store or settings.store)
+    deliveries = Deliveries()
+    app = _faust_app(settings, data_dir, store or settings.store, deliveries)
     topology = define_topology(app, settings)
     stats = WorkerStats()
     metrics = _telemetry(app, settings, registry, with_notifier=with_notifier)
@@ -239,10 +261,10 @@ def build_app(
     app.holdwatch_metrics = metrics  # type: ignore[attr-defined]
     partitions = Partitions(topology, settings.thresholds(), clock)
     batcher: AckBatcher[RawRecord] = AckBatcher(
-        partitions.flush, flush_every=flush_every, flush_after_s=flush_after_s
+        partitions.flush, flush_every=flush_every, flush_after_s=flush_after_s, confirm=deliveries.confirm
     )
-    emitter = AlertEmitter(topology, stats, metrics)
-    worker = Worker(settings, topology, partitions, emitter, batcher, stats, metrics)
+    emitter = AlertEmitter(topology, stats, metrics, deliveries)
+    worker = Worker(settings, topology, partitions, emitter, batcher, deliveries, stats, metrics)
     _on_rebalance(app, worker)
     _shipments_agent(app, worker)
     _carm_agent(app, worker)
@@ -253,10 +275,37 @@ def build_app(
     return app
 
 
-def _faust_app(settings: Settings, data_dir: Path, store_name: str) -> faust.App:
+def _confirmed_table(deliveries: Deliveries) -> type[faust.Table[Any, Any]]:
+    """Faust's Table, its changelog writes confirmed like the worker's own sends.
+
+    Faust sends changelog records with `send_soon` and, before a commit, only flushes its
+    producer: a changelog record that failed (or still sat in Faust's buffer) is not noticed, and
+    the commit goes ahead. Here each write's future goes to `deliveries` under its partition (the
+    record's: the tables follow the source partition), so the batcher acks nothing unconfirmed."""
+
+    class ConfirmedTable(faust.Table[Any, Any]):
+        def send_changelog(
+            self,
+            partition: int | None,
+            key: Any,
+            value: Any,
+            key_serializer: CodecArg | None = None,
+            value_serializer: CodecArg | None = None,
+        ) -> FutureMessage:
+            sent = super().send_changelog(partition, key, value, key_serializer, value_serializer)
+            target = sent.message.partition if partition is None else partition
+            if target is not None:
+                deliveries.add(target, sent)
+            return sent
+
+    return ConfirmedTable
+
+
+def _faust_app(settings: Settings, data_dir: Path, store_name: str, deliveries: Deliveries) -> faust.App:
     return faust.App(
         settings.app_id,
         **faust_broker_settings(settings),
+        Table=_confirmed_table(deliveries),
         store="rocksdb://" if store_name == "rocksdb" else "memory://",
         datadir=str(data_dir),
         topic_partitions=settings.partitions,
@@ -277,6 +326,7 @@ def _on_rebalance(app: faust.App, worker: Worker) -> None:
         keep = {tp.partition for tp in assigned if tp.topic == worker.topology.control_name}
         for partition in worker.partitions.keep_only(keep):
             worker.batcher.revoke(partition)  # never ack what this worker did not write
+            worker.deliveries.drop(partition)
 
 
 def _record_of(event: Any, sources: dict[str, Source]) -> RawRecord:
@@ -287,63 +337,104 @@ def _record_of(event: Any, sources: dict[str, Source]) -> RawRecord:
     return RawRecord(message.partition, message.offset, message.key, message.value, envelope, event)
 
 
+async def _stop_worker(app: faust.App, agent: str, exc: BaseException) -> None:
+    """A send was not confirmed (or could not be made): stop the whole worker, exit code 1.
+
+    Nothing more is acked, and the consumer commits only what was acked, all of it confirmed: a
+    restart (the supervisor's) consumes the unconfirmed records again, and their outputs are the
+    same events (idempotent by event_id). Not `raise`: Faust would restart the agent in place
+    and carry on past the records whose outputs were lost."""
+    log.critical(
+        "%s: %s: %s -- stopping the worker without acking; its unacked records are consumed "
+        "again after a restart",
+        agent,
+        type(exc).__name__,
+        exc,
+    )
+    await app.crash(exc)
+
+
 def _shipments_agent(app: faust.App, worker: Worker) -> None:
-    """Records are acked by the batcher, once the states they changed are written."""
+    """Records are acked by the batcher, once the states they changed are written and every send
+    they caused is confirmed."""
 
     @app.agent(worker.topology.inputs, name="shipments", concurrency=1)
     async def process_shipments(stream: Any) -> None:
         sources = worker.topology.sources
-        async for event in stream.noack().events():
-            record = _record_of(event, sources)
-            worker.stats.records += 1
-            is_input = record.source != "control"
-            worker.seen(event.message.topic, record.partition, record.offset, is_input=is_input)
-            out = worker.apply(record)
-            await worker.emitter.emit(out)
-            worker.batcher.settle(record.partition, record.envelope, out.done)
+        try:
+            async for event in stream.noack().events():
+                record = _record_of(event, sources)
+                worker.stats.records += 1
+                is_input = record.source != "control"
+                worker.seen(event.message.topic, record.partition, record.offset, is_input=is_input)
+                out = worker.apply(record)
+                await worker.emitter.emit(record.partition, out)
+                await worker.batcher.settle(record.partition, record.envelope, out.done)
+        except Exception as exc:  # noqa: BLE001 - apply() dead-letters its own errors: these are sends
+            await _stop_worker(app, "shipments", exc)
 
 
 def _carm_agent(app: faust.App, worker: Worker) -> None:
-    """Dead-letters bad CARM records and broadcasts valid ones to every control partition."""
-    partitions = worker.settings.partitions
+    """Dead-letters bad CARM records and broadcasts valid ones to every control partition; a
+    record is acked once its broadcasts (or its dead letter) are confirmed, never before.
+    One wait per record: CARM records are few (a snapshot per importer change)."""
 
     @app.agent(worker.topology.carm, name="carm", concurrency=1)
     async def broadcast_carm(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            result = decode(TopicKind.CARM, message.key, message.value)
-            worker.seen(message.topic, message.partition, message.offset, is_input=True)
-            if isinstance(result, Rejected):
-                origin = Envelope("carm", None)  # as before the envelope: no timestamp in the letter
-                record = RawRecord(message.partition, message.offset, message.key, message.value, origin)
-                await worker.emitter.dead_letter(result, record)
-                continue
-            assert isinstance(result, Decoded)
-            envelope = parse_envelope("carm", message.headers, None, None)
-            # hw-log-ts too: a replayed tombstone's time is its log timestamp, not the Kafka one.
-            headers = control_headers("carm", envelope.seq, envelope.log_ts_ms)
-            for partition in range(partitions):
-                await worker.topology.control.send(
-                    key=result.key.encode(),
-                    value=message.value,
-                    partition=partition,
-                    timestamp=message.timestamp,
-                    headers=headers,
-                )
+        try:
+            async for event in stream.noack().events():
+                for sent in await _carm_sends(worker, event.message):
+                    await sent
+                event.ack()
+        except Exception as exc:  # noqa: BLE001 - a send that failed: see _stop_worker
+            await _stop_worker(app, "carm", exc)
+
+
+async def _carm_sends(worker: Worker, message: Any) -> list[Awaitable[object]]:
+    """The dead letter of a bad CARM record, or the broadcast of a good one to every partition."""
+    result = decode(TopicKind.CARM, message.key, message.value)
+    worker.seen(message.topic, message.partition, message.offset, is_input=True)
+    if isinstance(result, Rejected):
+        origin = Envelope("carm", None)  # as before the envelope: no timestamp in the letter
+        record = RawRecord(message.partition, message.offset, message.key, message.value, origin)
+        return [await worker.emitter.dead_letter(result, record)]
+    assert isinstance(result, Decoded)
+    envelope = parse_envelope("carm", message.headers, None, None)
+    # hw-log-ts too: a replayed tombstone's time is its log timestamp, not the Kafka one.
+    headers = control_headers("carm", envelope.seq, envelope.log_ts_ms)
+    return [
+        await worker.topology.control.send(
+            key=result.key.encode(),
+            value=message.value,
+            partition=partition,
+            timestamp=message.timestamp,
+            headers=headers,
+        )
+        for partition in range(worker.settings.partitions)
+    ]
 
 
 def _wall_clock(app: faust.App, worker: Worker, interval_s: float) -> None:
-    """Ticks to the control partitions this worker owns (`--clock wall`)."""
+    """Ticks to the control partitions this worker owns (`--clock wall`), each confirmed before
+    the next round: a lost tick would be covered by the next, but a failing producer is not
+    ignored (it stops the worker like any unconfirmed send)."""
     control_name = worker.topology.control_name
 
     @app.timer(interval=interval_s)  # type: ignore[untyped-decorator]
     async def wall_clock() -> None:
         tick = Tick(0, datetime.now(UTC)).to_bytes()
-        for tp in app.consumer.assignment():
-            if tp.topic == control_name:
+        try:
+            sends = [
                 await worker.topology.control.send(
                     key=None, value=tick, partition=tp.partition, headers=control_headers("tick")
                 )
+                for tp in app.consumer.assignment()
+                if tp.topic == control_name
+            ]
+            for sent in sends:
+                await sent
+        except Exception as exc:  # noqa: BLE001 - a send that failed: see _stop_worker
+            await _stop_worker(app, "wall clock", exc)
 
 
 def _telemetry(

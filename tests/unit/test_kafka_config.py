@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from devtools.broker import BrokerState, write_state
 from streams.cli.main import with_local_broker
 from streams.kafka.config import (
+    PRODUCER_DELIVERY_TIMEOUT_S,
     KafkaConfigError,
     aiokafka_config,
     faust_broker_settings,
@@ -119,7 +120,24 @@ def test_plaintext_configs(tmp_path: Path) -> None:
     s = settings(tmp_path)
     assert kafka_python_config(s) == {"bootstrap_servers": "broker-1:9092", "security_protocol": "PLAINTEXT"}
     assert aiokafka_config(s) == {"bootstrap_servers": "broker-1:9092", "security_protocol": "PLAINTEXT"}
-    assert faust_broker_settings(s) == {"broker": "kafka://broker-1:9092", "broker_credentials": None}
+    assert faust_broker_settings(s) == {
+        "broker": "kafka://broker-1:9092",
+        "broker_credentials": None,
+        "producer_acks": -1,
+        "producer_request_timeout": PRODUCER_DELIVERY_TIMEOUT_S,
+    }
+
+
+def test_the_worker_producer_waits_for_all_replicas_and_rides_out_a_broker_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acks=all, and a send is retried for minutes (a broker restart takes ~30 s), not 20 (Faust's
+    default) and not seconds: a send that still fails stops the worker (docs/reliability.md)."""
+    for name in ("PRODUCER_ACKS", "PRODUCER_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    app = faust.App("config-test", **faust_broker_settings(settings(tmp_path)))
+    assert app.conf.producer_acks == -1
+    assert 60.0 <= app.conf.producer_request_timeout == PRODUCER_DELIVERY_TIMEOUT_S <= 300.0
 
 
 def test_faust_gets_one_url_per_bootstrap_server(tmp_path: Path) -> None:
