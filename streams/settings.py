@@ -68,7 +68,9 @@ class Settings(BaseSettings):
         default="",
         description="where `holdwatch status|check` find a worker (default http://127.0.0.1:WEB_PORT)",
     )
-    board_hours: float = Field(default=6.0, gt=0, description="the board shows loads due within this many hours")
+    board_hours: float = Field(
+        default=6.0, gt=0, description="the board shows loads due within this many hours"
+    )
     ready_max_idle_s: float = Field(
         default=120.0, gt=0, description="/readyz: caught up means no input lag, or lag but input within this"
     )
@@ -102,16 +104,19 @@ class Settings(BaseSettings):
 
     # --- retention, in event time (docs/operations.md) -----------------------------
     retention_closed_h: float = Field(
-        default=72, gt=0,
+        default=72,
+        gt=0,
         description="hours a released/cancelled/expired load stays in the tables (late events for it "
         "are ignored until then); resolved lifecycles leave the Slack ledger after the same time",
     )
     retention_unknown_h: float = Field(
-        default=72, gt=0,
+        default=72,
+        gt=0,
         description="hours the events of a CCN that never got a cargo_reported are kept",
     )
     expire_after_eta_h: float = Field(
-        default=24, gt=0,
+        default=24,
+        gt=0,
         description="an open load with no event for this long after its ETA closes as `expired`",
     )
 

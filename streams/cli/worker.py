@@ -68,6 +68,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     clock = args.clock or settings.clock
     data_dir = args.data_dir or settings.state_dir or settings.home / "state" / settings.app_id
     data_dir.mkdir(parents=True, exist_ok=True)
+    from streams.worker.app import discard_suspect_state
+
+    suspect = discard_suspect_state(data_dir)
+    if suspect is not None:
+        print(
+            f"worker: the last run stopped on a failed send ({suspect}); its local table state was "
+            "removed and is recovered from the changelogs now",
+            file=sys.stderr,
+        )
     try:
         for result in ensure_topics(settings, internal_topic_specs(settings)):
             if result.status == "created":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.exceptions import SameNode
 from faust.types import CodecArg
 from faust.types.tuples import FutureMessage
 from prometheus_client import CollectorRegistry
@@ -50,7 +52,9 @@ from streams.settings import Settings
 from streams.worker.batcher import AckBatcher, Deliveries
 from streams.worker.processor import ClockMode, Output, PartitionProcessor, RawRecord, Source
 from streams.worker.tables import carm_view, define_tables, shipment_view
-from streams.worker.telemetry import WorkerMetrics, port_label
+from streams.worker.telemetry import WorkerMetrics, lag_topics, port_label
+from streams.worker.web import LocalStatus, ReadinessFacts
+from streams.worker.webserver import register_web, web_bind_address
 
 log = logging.getLogger("holdwatch.worker")
 
@@ -220,11 +224,14 @@ class Worker:
     stats: WorkerStats
     metrics: WorkerMetrics
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    last_input_at: float | None = None
+    """Monotonic time of the last input record (for /readyz)."""
 
     def seen(self, topic: str, partition: int, offset: int, *, is_input: bool) -> None:
         self.last_offsets[(topic, partition)] = offset
         if is_input:  # ticks are not input: HoldwatchNoInput must see silence
             self.metrics.last_input.set_to_current_time()
+            self.last_input_at = time.monotonic()
 
     def apply(self, record: RawRecord) -> Output:
         """Run one record through its partition; a failure dead-letters it (and it counts as done)."""
@@ -272,6 +279,8 @@ def build_app(
         _wall_clock(app, worker, wall_tick_s)
     _gauges(app, worker)
     _heartbeat(app, worker)
+    if settings.web_port:
+        _status_api(app, worker, clock)
     return app
 
 
@@ -301,8 +310,36 @@ def _confirmed_table(deliveries: Deliveries) -> type[faust.Table[Any, Any]]:
     return ConfirmedTable
 
 
+class _HoldwatchApp(faust.App):
+    """Faust's App, its web server without Faust's own index page: `/` is the dispatch board."""
+
+    def _new_web(self) -> Any:
+        driver = super()._new_web()
+        board_first = type("HoldwatchWeb", (type(driver),), {"production_blueprints": []})
+        return board_first(self)
+
+
+def _web_settings(settings: Settings) -> dict[str, Any]:
+    """The status API on Faust's web server; Faust's own table and router pages stay off (they
+    would show every table's content without a token)."""
+    if not settings.web_port:
+        return {"web_enabled": False}
+    bind = web_bind_address(settings)
+    host = "127.0.0.1" if bind == "127.0.0.1" else None
+    return {
+        "web_enabled": True,
+        "web_port": settings.web_port,
+        "web_bind": bind,
+        **({"web_host": host} if host else {}),
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
+        "web_stats_enabled": False,
+        "web_graph_enabled": False,
+    }
+
+
 def _faust_app(settings: Settings, data_dir: Path, store_name: str, deliveries: Deliveries) -> faust.App:
-    return faust.App(
+    return _HoldwatchApp(
         settings.app_id,
         **faust_broker_settings(settings),
         Table=_confirmed_table(deliveries),
@@ -312,7 +349,7 @@ def _faust_app(settings: Settings, data_dir: Path, store_name: str, deliveries: 
         topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
-        web_enabled=False,
+        **_web_settings(settings),
         broker_commit_every=2000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
@@ -351,7 +388,35 @@ async def _stop_worker(app: faust.App, agent: str, exc: BaseException) -> None:
         type(exc).__name__,
         exc,
     )
+    mark_state_suspect(Path(app.conf.datadir), f"{agent}: {type(exc).__name__}: {exc}")
     await app.crash(exc)
+
+
+STATE_SUSPECT = "STATE-SUSPECT"
+"""Left in the data dir by a stop on a failed send: the local tables may hold writes the changelog
+lacks, so the next start drops them and recovers from the changelog (`discard_suspect_state`)."""
+
+
+def mark_state_suspect(data_dir: Path, why: str) -> None:
+    try:
+        (data_dir / STATE_SUSPECT).write_text(why + "\n", encoding="utf-8")
+    except OSError:
+        log.exception("could not mark %s as suspect: delete it before the next start", data_dir)
+
+
+def discard_suspect_state(data_dir: Path) -> str | None:
+    """After a stop on a failed send, remove the local table state (it may be ahead of the
+    changelog); Faust then recovers every table from its changelog. Returns why, or None."""
+    marker = data_dir / STATE_SUSPECT
+    if not marker.exists():
+        return None
+    why = marker.read_text(encoding="utf-8", errors="replace").strip()
+    for child in data_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return why
 
 
 def _shipments_agent(app: faust.App, worker: Worker) -> None:
@@ -441,7 +506,7 @@ def _telemetry(
     app: faust.App, settings: Settings, registry: CollectorRegistry | None, *, with_notifier: bool
 ) -> WorkerMetrics:
     """The worker's metric families; with the notifier in this process, its task and families."""
-    metrics = WorkerMetrics(registry or CollectorRegistry())
+    metrics = WorkerMetrics(registry or CollectorRegistry(), topics=lag_topics(settings))
     if with_notifier:
         notifier_stop = asyncio.Event()
         # Registered now, beside the worker's families, so the first scrape already has them.
@@ -460,20 +525,25 @@ def _telemetry(
     return metrics
 
 
+def _input_lag(app: faust.App, worker: Worker) -> dict[str, int]:
+    """Records not yet consumed, per input or control topic (changelogs excluded)."""
+    lag: dict[str, int] = {}
+    for tp in app.consumer.assignment():
+        highwater = app.consumer.highwater(tp)
+        if highwater is None or tp.topic.endswith("-changelog"):
+            continue
+        seen = worker.last_offsets.get((tp.topic, tp.partition), -1)
+        lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - seen - 1)
+    return lag
+
+
 def _gauges(app: faust.App, worker: Worker) -> None:
     """Lag, states and open alerts, recomputed from the partitions every 5 s (never drift)."""
     metrics = worker.metrics
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def gauges() -> None:
-        lag: dict[str, int] = {}
-        for tp in app.consumer.assignment():
-            highwater = app.consumer.highwater(tp)
-            if highwater is None or tp.topic.endswith("-changelog"):
-                continue
-            seen = worker.last_offsets.get((tp.topic, tp.partition), -1)
-            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - seen - 1)
-        for topic, value in lag.items():
+        for topic, value in _input_lag(app, worker).items():
             metrics.consumer_lag.labels(topic).set(value)
         processors = worker.partitions.all()
         metrics.shipments.set(sum(len(p.runner.shipments) for p in processors))
@@ -506,3 +576,33 @@ def _heartbeat(app: faust.App, worker: Worker) -> None:
             held,
             len(processors),
         )
+
+
+def _status_api(app: faust.App, worker: Worker, clock: ClockMode) -> None:
+    """The status API and the board (docs/status-api.md) over this worker's partitions."""
+    topology = worker.topology
+
+    def assigned() -> set[int]:
+        try:
+            tps = app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - before the consumer exists: nothing assigned yet
+            return set()
+        return {tp.partition for tp in tps if tp.topic == topology.control_name}
+
+    def runners() -> dict[int, Any]:
+        return {p: worker.partitions.get(p).runner for p in sorted(assigned())}
+
+    def readiness() -> ReadinessFacts:
+        recovery = getattr(app.tables, "recovery", None)
+        completed = getattr(recovery, "completed", None)
+        recovered = bool(completed is not None and completed.is_set()) and not app.rebalancing
+        owned = assigned()
+        lag = sum(_input_lag(app, worker).values()) if owned else None
+        last = worker.last_input_at
+        idle = time.monotonic() - last if last is not None else None
+        return ReadinessFacts(len(owned), recovered, lag, idle)
+
+    local = LocalStatus(
+        runners, worker.settings.thresholds(), worker.settings.partitions, event_clock=clock == "event"
+    )
+    register_web(app, worker.settings, local, readiness, worker.metrics.web, SameNode)

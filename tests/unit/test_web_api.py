@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from datetime import datetime
 
 from pydantic import SecretStr
 
@@ -147,5 +146,5 @@ def test_the_event_clock_answers_as_the_stream_stood() -> None:
     runner = EventTimeRunner(Thresholds())
     runner.on_shipment_event(reported(0))
     runner.advance(at(250))
-    local = LocalStatus(lambda: {0: runner}, Thresholds(), 1, event_clock=True, wall=lambda: datetime.max)
+    local = LocalStatus(lambda: {0: runner}, Thresholds(), 1, event_clock=True, wall=lambda: at(10_000))
     assert local.now() == at(250)

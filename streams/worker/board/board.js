@@ -26,6 +26,8 @@
     return node;
   };
 
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
   function countdown(minutes) {
     if (minutes == null) return "no ETA";
     const sign = minutes < 0 ? "−" : "";
@@ -84,7 +86,7 @@
       const critical = group.loads.filter((l) => l.severity === "critical").length;
       sections.push(el("section", { "aria-label": `${group.name || port} (${port})` },
         el("h2", {}, `${group.name || "Office " + port} (${port}) `,
-          el("span", { class: "count", text: `${group.loads.length} loads, ${critical} critical` })),
+          el("span", { class: "count", text: `${plural(group.loads.length, "load")}, ${critical} critical` })),
         el("table", {},
           el("thead", {}, el("tr", {}, ...["", "Load", "Importer", "Broker", "ETA", "What is wrong"].map((h) => el("th", { scope: "col", text: h })))),
           el("tbody", {}, ...group.loads.map(row)))));
@@ -99,7 +101,7 @@
     fillSelect("port", [...state.ports].sort().map(([code, name]) => [code, `${name} (${code})`]), state.port);
     const asOf = new Date(page.as_of);
     document.getElementById("asof").textContent =
-      `${page.total} loads · as of ${asOf.toISOString().slice(0, 16).replace("T", " ")} UTC (worker clock)`;
+      `${plural(page.total, "load")} · as of ${asOf.toISOString().slice(0, 16).replace("T", " ")} UTC (worker clock)`;
   }
 
   function fillSelect(id, options, selected) {
