@@ -106,6 +106,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log = workdir / f"{settings.app_id}-day.jsonl.gz"
         _simulate_day(args.loads, args.seed, log, env)
         settings = _free_metrics_port(settings, env)
+        settings = _free_web_port(settings, env)
         _start_worker(processes, env, workdir, settings)
         _start_notifier(processes, env, settings)
         _replay(log, args.speed, env)
@@ -172,6 +173,16 @@ def _free_metrics_port(settings: Settings, env: dict[str, str]) -> Settings:
     return settings
 
 
+def _free_web_port(settings: Settings, env: dict[str, str]) -> Settings:
+    """The status API's port, or a free one when it is taken (another worker, another demo)."""
+    if settings.web_port and not port_free(settings.web_port, host="127.0.0.1"):
+        port = free_port()
+        _say(f"port {settings.web_port} is taken: the board and status API use {port} instead")
+        env["HOLDWATCH_WEB_PORT"] = str(port)
+        return settings.model_copy(update={"web_port": port})
+    return settings
+
+
 def _start_worker(processes: Processes, env: dict[str, str], workdir: Path, settings: Settings) -> None:
     """Start the worker (event clock, no notifier) and wait until it says it is ready."""
     app_id = settings.app_id
@@ -188,6 +199,11 @@ def _start_worker(processes: Processes, env: dict[str, str], workdir: Path, sett
         raise _StepFailed(1)
     metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
     _say(f"worker ready (log: {worker_log}); metrics on {metrics_url}")
+    if settings.web_port:
+        _say(
+            f"dispatch board on {settings.web_base_url()}/ ; ask with `holdwatch status CCN` or "
+            f"`holdwatch check BN --broker CODE` (HOLDWATCH_WEB_PORT={settings.web_port})"
+        )
 
 
 def _start_notifier(processes: Processes, env: dict[str, str], settings: Settings) -> None:
