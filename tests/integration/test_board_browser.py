@@ -201,3 +201,43 @@ def test_the_board_turns_a_row_green_when_the_carm_fix_arrives(
         assert errors == []
     finally:
         driver.quit()
+
+
+def test_two_workers_answer_for_every_load_routed_and_fanned_out(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A CCN asked of the worker that does not own it is routed to its owner; a list merges both."""
+    ns = Namespace(kafka_bootstrap, tmp_path, partitions=4)
+    ns.env.update({"HOLDWATCH_WEB_TOKENS": '["board-token"]', "HOLDWATCH_WEB_BIND": "127.0.0.1"})
+    assert ns.run("topics", "create").returncode == 0
+    ports = [_free_port(), _free_port()]
+    workers = []
+    for n, port in enumerate(ports):
+        ns.env["HOLDWATCH_WEB_PORT"] = str(port)
+        workers.append(ns.start_worker(f"w{n}", "--clock", "wall"))
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+
+        def both_own_partitions() -> bool:
+            answers = [_get(base + "/readyz", None) for base in bases]
+            return all(status == 200 for status, _ in answers) and all(
+                0 < body.get("partitions", 0) < 4 for _, body in answers
+            )
+
+        _wait(both_own_partitions, 150, "two ready workers sharing the partitions:\n" + ns.log_tail())
+        now = datetime.now(UTC)
+        ccns = [f"ROUTE{n}00" for n in range(8)]
+        batches: dict[str, list[tuple[str, Any]]] = {"carm": [], "emanifest": [], "rns": []}
+        for ccn in ccns:
+            for topic, items in _now_events(ccn, now, rpp=False).items():
+                batches[topic] += items if topic != "carm" else items[:1]
+        _publish(ns, batches)
+        for ccn in ccns:
+            for base in bases:
+                _wait(lambda b=base, c=ccn: _get(f"{b}/v1/loads/{c}")[0] == 200, 60, f"{ccn} from {base}")
+        for base in bases:
+            listed = _get(base + "/v1/loads?limit=100")[1]
+            assert sorted(item["ccn"] for item in listed["items"]) == ccns
+    finally:
+        for worker in workers:
+            stop(worker)
