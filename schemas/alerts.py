@@ -58,6 +58,10 @@ class AlertEvent(WireModel):
     broker_code: str | None = None
     broker_name: str | None = None
     dispatch_team: str | None = None
+    truck_number: str | None = None
+    trailer_number: str | None = None
+    driver_name: str | None = None
+    driver_phone: str | None = None
     link_state: LinkState = "none"
     latest_rns_indicator: int | None = None
     arrived_at: AwareDatetime | None = None

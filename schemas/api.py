@@ -46,6 +46,10 @@ class LoadStatus(WireModel):
     broker_name: str | None = None
     release_mode: Literal["rpp", "prepaid"] | None = None
     dispatch_team: str | None = None
+    truck_number: str | None = None
+    trailer_number: str | None = None
+    driver_name: str | None = None
+    driver_phone: str | None = None
     cargo_answer: Literal["accepted", "rejected"] | None = None
     link_state: LinkState = "none"
     latest_rns_indicator: int | None = None

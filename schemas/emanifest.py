@@ -49,6 +49,12 @@ class CargoReported(EventEnvelope):
     broker_name: ShortText | None
     release_mode: Literal["rpp", "prepaid"] = "rpp"
     dispatch_team: ShortText | None = None
+    # From the carrier's trip (ACI_TRIP), when known: shown in alerts so dispatch can reach the driver.
+    consignee_name: ShortText | None = None
+    truck_number: ShortText | None = None
+    trailer_number: ShortText | None = None
+    driver_name: ShortText | None = None
+    driver_phone: ShortText | None = None
 
 
 class CargoAccepted(EventEnvelope):

@@ -78,6 +78,30 @@ class Settings(BaseSettings):
     def web_base_url(self) -> str:
         return self.web_url.rstrip("/") or f"http://127.0.0.1:{self.web_port}"
 
+    # --- real feeds (docs/connectors.md) -------------------------------------------
+    borderconnect_url: str = Field(
+        default="", description="BorderConnect WebSocket endpoint, wss://<host>/api/sockets/<account>"
+    )
+    borderconnect_api_key: SecretStr | None = Field(default=None, description="sent only in the handshake")
+    borderconnect_company_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='service-provider mode: company key → carrier code, a JSON object {"key": "ABCD"}',
+    )
+    borderconnect_disconnected_alert_min: float = Field(default=10.0, gt=0)
+    feed_local_tz: str = Field(
+        default="America/Toronto", description="time zone of feed times that carry none (IANA name)"
+    )
+    trip_mapping_file: Path | None = Field(
+        default=None, description="shipper/consignee → importer BN and broker code, for trips that lack them"
+    )
+    carm_date_order: Literal["mdy", "dmy"] = Field(
+        default="mdy", description="how the CARM spreadsheet writes 11/03/2026: month first (mdy) or day"
+    )
+    broker_directory_file: Path | None = Field(
+        default=None, description="broker code → name, 24 h phone, email, office hours (TOML or CSV)"
+    )
+    ports_file: Path | None = Field(default=None, description="extra or corrected CBSA offices (CSV)")
+
     # --- Slack -----------------------------------------------------------------
     slack_token: SecretStr | None = None
     slack_base_url: str = "https://slack.com/api/"

@@ -88,6 +88,10 @@ def _alert(
         broker_code=s.broker_code,
         broker_name=s.broker_name,
         dispatch_team=s.dispatch_team,
+        truck_number=s.truck_number,
+        trailer_number=s.trailer_number,
+        driver_name=s.driver_name,
+        driver_phone=s.driver_phone,
         link_state=s.link,
         latest_rns_indicator=s.latest_rns if s.latest_rns is not None else s.last_rns_raw,
         arrived_at=s.arrived_at,
@@ -207,6 +211,10 @@ def _apply_facts(s: ShipmentState, event: ShipmentEvent, when: datetime) -> None
         s.broker_name = event.broker_name
         s.release_mode = event.release_mode
         s.dispatch_team = event.dispatch_team
+        s.truck_number = event.truck_number
+        s.trailer_number = event.trailer_number
+        s.driver_name = event.driver_name
+        s.driver_phone = event.driver_phone
         s.accepted_since_report = False
     elif isinstance(event, CargoAccepted):
         s.cargo_answer = "accepted"

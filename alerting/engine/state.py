@@ -47,6 +47,10 @@ class ShipmentState:
     broker_name: str | None = None
     release_mode: Literal["rpp", "prepaid"] = "rpp"
     dispatch_team: str | None = None
+    truck_number: str | None = None
+    trailer_number: str | None = None
+    driver_name: str | None = None
+    driver_phone: str | None = None
     # CBSA answers and border progress.
     cargo_answer: Literal["accepted", "rejected"] | None = None
     reject_reason: str | None = None

@@ -190,10 +190,6 @@ def test_the_consumed_topics_lag_exists_at_zero_when_given() -> None:
     assert value(metrics.registry, "holdwatch_open_alerts", port="0453", severity="warning") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/worker/app.py `_telemetry` must pass topics=lag_topics(settings) to WorkerMetrics",
-)
 def test_a_built_worker_exports_its_topics_lag_from_the_start(tmp_path: Path) -> None:
     from streams.worker.app import build_app
 
