@@ -28,6 +28,9 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "streams.replay": frozenset({"faust", "streams.worker", "streams.notifier", "streams.cli"}),
     "streams.notifier": frozenset({"faust", "streams.worker", "streams.replay", "streams.cli"}),
     "streams.worker": frozenset({"streams.replay", "streams.cli"}),
+    "streams.feeds": frozenset(
+        {"faust", "streams.worker", "streams.notifier", "streams.replay", "streams.cli", "alerting.notify"}
+    ),
 }
 # module -> names it alone may import despite its package's rule (and why)
 EXCEPTIONS: dict[str, frozenset[str]] = {
