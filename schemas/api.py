@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.alerts import LinkState, ReasonDetail, Severity
+from schemas.brokers import BrokerContactView
 from schemas.common import WireModel
 
 LoadPhase = Literal["open", "released", "cancelled", "expired", "reported_events_only"]
@@ -44,6 +45,9 @@ class LoadStatus(WireModel):
     shipper_name: str | None = None
     broker_code: str | None = None
     broker_name: str | None = None
+    broker_contact: BrokerContactView | None = Field(
+        default=None, description="the broker directory's entry for the broker, as of this answer"
+    )
     release_mode: Literal["rpp", "prepaid"] | None = None
     dispatch_team: str | None = None
     truck_number: str | None = None

@@ -9,6 +9,7 @@ the given broker by the very rules a real load is judged by (`rules.readiness_re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -19,8 +20,9 @@ from alerting.engine.explain import explain
 from alerting.engine.state import ShipmentState
 from schemas.alerts import Severity
 from schemas.api import AlertLifecycleView, LoadPage, LoadPhase, LoadStatus, ReadinessCheck
+from schemas.brokers import BrokerDirectory
 from schemas.carm import CarmSnapshot
-from schemas.ports import PORTS
+from schemas.ports import PORTS, Port
 
 _MINUTE = timedelta(minutes=1)
 
@@ -31,13 +33,25 @@ def phase_of(s: ShipmentState) -> LoadPhase:
     return s.closed or "open"
 
 
-def load_status(s: ShipmentState, carm: CarmSnapshot | None, now: datetime, th: Thresholds) -> LoadStatus:
-    """The load as the engine sees it at `now`: its facts, and its open alert explained."""
+def load_status(
+    s: ShipmentState,
+    carm: CarmSnapshot | None,
+    now: datetime,
+    th: Thresholds,
+    *,
+    ports: Mapping[str, Port] = PORTS,
+    brokers: BrokerDirectory | None = None,
+) -> LoadStatus:
+    """The load as the engine sees it at `now`: its facts, and its open alert explained.
+
+    `ports` and `brokers` are reference data (files the shell loaded): the port's name and zone,
+    and the broker's numbers with whether its office is open at `now`."""
     phase = phase_of(s)
     active: dict[str, rules.Severity] = {}
     if phase == "open":
         active = rules.active_reasons(s, carm, now, th)
-    port = PORTS.get(s.port_of_entry) if s.port_of_entry else None
+    port = ports.get(s.port_of_entry) if s.port_of_entry else None
+    contact = brokers.get(s.broker_code) if brokers is not None else None
     alert = None
     if s.reasons and s.severity is not None and s.first_raised_at is not None:
         alert = AlertLifecycleView(
@@ -60,6 +74,7 @@ def load_status(s: ShipmentState, carm: CarmSnapshot | None, now: datetime, th: 
         shipper_name=s.shipper_name,
         broker_code=s.broker_code,
         broker_name=s.broker_name,
+        broker_contact=contact.view(now) if contact is not None else None,
         release_mode=s.release_mode if s.known else None,
         dispatch_team=s.dispatch_team,
         truck_number=s.truck_number,

@@ -45,7 +45,7 @@ from alerting.notify.planner import (
     skip_reason,
 )
 from alerting.notify.policy import DeliveryPolicy
-from alerting.notify.render import subteam_mention
+from alerting.notify.render import DEFAULT_REFERENCE, Reference, SlackMessage, render_alert, subteam_mention
 from alerting.notify.retention import Retention
 from alerting.notify.routing import Routing
 from alerting.notify.scheduler import ChannelState, Scheduler
@@ -54,6 +54,19 @@ from schemas.alerts import AlertEvent
 __all__ = ["Delivery", "DeliveryPolicy", "Origin", "run_simulated"]
 
 log = logging.getLogger("holdwatch.notify")
+
+
+class _ReferencedExecutor(Executor):
+    """The executor, rendering each lifecycle's message with the reference data the shell loaded
+    (CBSA offices, broker directory: the number to call and whether the office is open)."""
+
+    def __init__(self, *args: Any, reference: Reference, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reference = reference
+
+    def alert_message(self, rec: AlertRecord) -> SlackMessage:
+        message = render_alert(rec.latest, mention=self.mention, reference=self.reference)
+        return SlackMessage(text=message.text, plain=message.plain) if rec.text_only else message
 
 
 class Delivery:
@@ -67,6 +80,7 @@ class Delivery:
         clock: Clock | None = None,
         metrics: NotifyMetrics | None = None,
         rng: random.Random | None = None,
+        reference: Reference = DEFAULT_REFERENCE,
     ) -> None:
         self.gateway = gateway
         self.ledger = ledger
@@ -77,7 +91,7 @@ class Delivery:
         self.records = Records()
         self.scheduler = Scheduler(self.policy, self.clock, rng)
         self.retention = Retention(self.policy.ledger_retention, self.policy.prune_interval)
-        self.executor = Executor(
+        self.executor = _ReferencedExecutor(
             gateway,
             ledger,
             self.records,
@@ -86,6 +100,7 @@ class Delivery:
             metrics=self.metrics,
             latencies=Latencies(self.clock, self.metrics),
             mention=subteam_mention(self.policy.critical_mention),
+            reference=reference,
         )
 
     @property

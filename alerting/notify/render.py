@@ -4,6 +4,9 @@ Two steps so Slack and the console show the same content: `alert_card` turns an 
 neutral card of raw strings; `card_to_slack` escapes and lays it out within Block Kit limits,
 `card_to_console` prints it. Every piece of data is escaped (`&`, `<`, `>`) so nothing from a
 manifest can ping `@channel`, mention a user or hide a link.
+
+Reference data (the CBSA office table, the broker directory) comes in as a `Reference` the shell
+loads from files (streams/feeds); without one, the built-in port table and no directory.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.alerts import AlertEvent, ReasonDetail
-from schemas.ports import PORTS
+from schemas.brokers import BrokerDirectory
+from schemas.ports import PORTS, Port
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -76,6 +81,20 @@ def subteam_mention(group_id: str | None) -> str | None:
     return f"<!subteam^{group_id}>"
 
 
+# --- reference data --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the messages look codes up in: CBSA offices by code, brokers by code."""
+
+    ports: Mapping[str, Port] = field(default_factory=lambda: PORTS)
+    brokers: BrokerDirectory = field(default_factory=BrokerDirectory)
+
+
+DEFAULT_REFERENCE = Reference()
+
+
 # --- ports -----------------------------------------------------------------------------------
 
 
@@ -86,11 +105,11 @@ class PortInfo:
     tz: tzinfo
 
 
-def port_info(code: str | None) -> PortInfo | None:
-    """Name and time zone of a CBSA office; the code alone (UTC) when `schemas.ports` lacks it."""
+def port_info(code: str | None, ports: Mapping[str, Port] = PORTS) -> PortInfo | None:
+    """Name and time zone of a CBSA office; the code alone (UTC) when the table lacks it."""
     if code is None:
         return None
-    port = PORTS.get(code)
+    port = ports.get(code)
     if port is None:
         return PortInfo(code=code, name=None, tz=UTC)
     try:
@@ -142,6 +161,8 @@ class AlertCard:
     summary: str = field(default="")
     expired: bool = False  # closed by the engine for lack of news, not released
     note: str = field(default="")  # what the closing state means, when it needs saying (expired)
+    call: str = field(default="")  # the broker directory's "Call <name> (<code>), 24 h line …"
+    office_note: str = field(default="")  # "Office closed until 07:00 EST: use the 24 h line"
 
 
 def _reasons(alert: AlertEvent) -> tuple[Reason, ...]:
@@ -156,8 +177,36 @@ def _reasons(alert: AlertEvent) -> tuple[Reason, ...]:
     return tuple(out)
 
 
-def alert_card(alert: AlertEvent) -> AlertCard:
-    port = port_info(alert.port_of_entry)
+def _broker_call(alert: AlertEvent, brokers: BrokerDirectory) -> tuple[str, str]:
+    """The directory's call line for the alert's broker and, if its office is closed at the time of
+    the alert, the note saying so; a configured directory that lacks the broker says that too."""
+    if not alert.broker_code:
+        return "", ""
+    contact = brokers.get(alert.broker_code)
+    if contact is None:
+        if len(brokers) == 0:
+            return "", ""
+        return f"No number on file for broker {alert.broker_code}: add it to the broker directory", ""
+    note = contact.closed_note(alert.at)
+    return contact.call_line(), (note[:1].upper() + note[1:]) if note else ""
+
+
+def _vehicle(alert: AlertEvent) -> list[tuple[str, str]]:
+    """Truck, trailer and driver, when the trip named them."""
+    facts: list[tuple[str, str]] = []
+    if alert.truck_number:
+        trailer = f" · trailer {alert.trailer_number}" if alert.trailer_number else ""
+        facts.append(("Truck", alert.truck_number + trailer))
+    elif alert.trailer_number:
+        facts.append(("Trailer", alert.trailer_number))
+    driver = ", ".join(p for p in (alert.driver_name, alert.driver_phone) if p)
+    if driver:
+        facts.append(("Driver", driver))
+    return facts
+
+
+def alert_card(alert: AlertEvent, reference: Reference = DEFAULT_REFERENCE) -> AlertCard:
+    port = port_info(alert.port_of_entry, reference.ports)
     zone = port.tz if port is not None else UTC
     load = alert.load_ref or alert.ccn
     resolved = alert.action == "resolved"
@@ -190,16 +239,21 @@ def alert_card(alert: AlertEvent) -> AlertCard:
     if alert.broker_name and alert.broker_code:
         broker = f"{alert.broker_name} ({alert.broker_code})"
     facts.append(("Broker", broker or "none named"))
+    facts.extend(_vehicle(alert))
     if alert.dispatch_team:
         facts.append(("Team", alert.dispatch_team))
     footer = f"First raised {local_time(alert.first_raised_at, zone)} · as of {local_time(alert.at, zone)}"
     reasons = () if resolved else _reasons(alert)
+    # Whom to call matters while the load is at risk, and when it expired (maybe still at the border).
+    call, office_note = _broker_call(alert, reference.brokers) if not resolved or expired else ("", "")
     top = reasons[0].summary if reasons else ""
     summary = f"{title} · CCN {alert.ccn} · {port_label(port)}"
     if alert.eta is not None:
         summary += f" · ETA {local_time(alert.eta, zone)} ({minutes_left(alert.eta, alert.at)})"
     if top:
         summary += f" · {top}"
+    if call:
+        summary += f" · {call}"
     return AlertCard(
         emoji=emoji,
         title=title,
@@ -211,6 +265,8 @@ def alert_card(alert: AlertEvent) -> AlertCard:
         summary=summary,
         expired=expired,
         note=EXPIRED_NOTE if expired else "",
+        call=call,
+        office_note=office_note,
     )
 
 
@@ -239,6 +295,16 @@ def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": fit(text, MAX_CONTEXT_TEXT)}]}
 
 
+def call_text(card: AlertCard) -> str | None:
+    """The broker directory's call line (and the closed-office flag) as escaped mrkdwn."""
+    if not card.call:
+        return None
+    text = f":telephone_receiver: *{escape(card.call)}*"
+    if card.office_note:
+        text += f"\n:crescent_moon: {escape(card.office_note)}"
+    return text
+
+
 def reason_text(reason: Reason) -> str:
     """One reason as escaped mrkdwn: what is wrong, what to do, whom to call."""
     emoji = SEVERITY_EMOJI.get(reason.severity, ":warning:")
@@ -259,6 +325,9 @@ def card_to_slack(card: AlertCard, *, mention: str | None = None) -> SlackMessag
         for label, value in card.facts[:MAX_FIELDS]
     ]
     blocks.append({"type": "section", "fields": fields})
+    call = call_text(card)
+    if call:
+        blocks.append(_section(call))
     blocks.append({"type": "divider"})
     room = MAX_BLOCKS - len(blocks) - 2  # keep room for the overflow note and the footer
     shown = card.reasons if len(card.reasons) <= room else card.reasons[: room - 1]
@@ -277,19 +346,26 @@ def card_to_slack(card: AlertCard, *, mention: str | None = None) -> SlackMessag
     return SlackMessage(text=text, blocks=tuple(blocks), plain=card_to_console(card))
 
 
-def render_alert(alert: AlertEvent, *, mention: str | None = None) -> SlackMessage:
+def render_alert(
+    alert: AlertEvent, *, mention: str | None = None, reference: Reference = DEFAULT_REFERENCE
+) -> SlackMessage:
     """The one living message of a lifecycle, as it should look for this event."""
-    return card_to_slack(alert_card(alert), mention=mention)
+    return card_to_slack(alert_card(alert, reference), mention=mention)
 
 
-def render_escalation(alert: AlertEvent, *, mention: str | None = None) -> SlackMessage:
+def render_escalation(
+    alert: AlertEvent, *, mention: str | None = None, reference: Reference = DEFAULT_REFERENCE
+) -> SlackMessage:
     """Thread reply when a lifecycle escalates (warning → critical)."""
-    card = alert_card(alert)
+    card = alert_card(alert, reference)
     head = f"{SEVERITY_EMOJI['critical']} *Escalated to CRITICAL*"
     if mention:
         head += f" {mention}"
     blocks: list[dict[str, Any]] = [_section(head)]
-    room = MAX_BLOCKS - 2
+    call = call_text(card)
+    if call:
+        blocks.append(_section(call))
+    room = MAX_BLOCKS - len(blocks) - 1
     blocks.extend(_section(reason_text(r)) for r in card.reasons[:room])
     blocks.append(_context(escape(card.footer)))
     text = fit(f"Escalated to CRITICAL: {escape(card.summary)}", MAX_FALLBACK_TEXT)
@@ -300,9 +376,9 @@ def render_escalation(alert: AlertEvent, *, mention: str | None = None) -> Slack
     )
 
 
-def render_resolution(alert: AlertEvent) -> SlackMessage:
+def render_resolution(alert: AlertEvent, *, reference: Reference = DEFAULT_REFERENCE) -> SlackMessage:
     """Final thread reply (broadcast to the channel) when a lifecycle ends."""
-    card = alert_card(alert)
+    card = alert_card(alert, reference)
     text = fit(f"{card.emoji} {escape(card.title)}", MAX_FALLBACK_TEXT)
     blocks = (_section(text), _context(escape(card.footer)))
     return SlackMessage(text=text, blocks=blocks, plain=f"{card.title}\n  {card.footer}")
@@ -329,6 +405,10 @@ def card_to_console(card: AlertCard) -> str:
     marker = console_marker(card)
     lines = [f"[{marker}] {card.title}"]
     lines.extend(f"  {label + ':':<10} {value}" for label, value in card.facts)
+    if card.call:
+        lines.append(f"  {card.call}")
+    if card.office_note:
+        lines.append(f"  {card.office_note}")
     if card.note:
         lines.append(f"  {card.note}")
     for r in card.reasons:

@@ -39,10 +39,13 @@ from alerting.notify.delivery import Delivery, DeliveryPolicy, Origin
 from alerting.notify.gateway import SlackGateway
 from alerting.notify.ledger import LedgerError, decode_entry, encode_entry
 from alerting.notify.metrics import NotifyMetrics, NullMetrics
+from alerting.notify.render import Reference
 from alerting.notify.routing import load_routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
 from schemas.alerts import AlertEvent
 from schemas.envelope import parse_alert_origin
+from streams.feeds.brokers import load_broker_directory
+from streams.feeds.ports import load_ports
 from streams.settings import Settings
 
 log = logging.getLogger("holdwatch.notifier")
@@ -63,6 +66,14 @@ def delivery_policy(settings: Settings, *, console: bool = False) -> DeliveryPol
         include_replayed=settings.notify_replayed,
         # Resolved lifecycles leave the ledger after the time closed loads stay in the worker's tables.
         ledger_retention=timedelta(hours=settings.retention_closed_h),
+    )
+
+
+def load_reference(settings: Settings) -> Reference:
+    """The CBSA offices and the broker directory the messages name, read once at start (a bad
+    file stops the notifier with every bad row listed, rather than alerts without the numbers)."""
+    return Reference(
+        ports=load_ports(settings.ports_file), brokers=load_broker_directory(settings.broker_directory_file)
     )
 
 
@@ -248,18 +259,21 @@ async def run_notifier(
     ledger_topic: str | None = None,
     policy: DeliveryPolicy | None = None,
     ready: asyncio.Event | None = None,
+    reference: Reference | None = None,
 ) -> None:
     """Consume alert events and deliver them until `stop` is set (an asyncio task in any process).
 
     `client` (an AsyncWebClient) or `gateway` replace the one built from the settings; without a
     token the console sink prints instead (own ledger topic and group: a dry run). `ready` is set
-    once the consumer has started.
+    once the consumer has started. `reference` replaces the port table and broker directory read
+    from the settings' files.
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from streams.kafka.config import aiokafka_config
 
     routing = load_routing(settings.slack_routing_file, default_channel=settings.slack_channel)
+    reference = reference or load_reference(settings)
     gateway = gateway or make_gateway(settings, client)
     console = isinstance(gateway, ConsoleGateway)
     # The console sink is a dry run: its own ledger and group, so switching to Slack later starts
@@ -279,6 +293,7 @@ async def run_notifier(
         policy=policy or delivery_policy(settings, console=console),
         clock=clock or SystemClock(),
         metrics=metrics or NullMetrics(),
+        reference=reference,
     )
     consumer = AIOKafkaConsumer(
         **config,

@@ -45,6 +45,8 @@ from schemas.alerts import AlertEvent
 from schemas.deadletter import encode_dead_letter, make_dead_letter
 from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
 from schemas.envelope import Envelope, Tick, alert_headers, control_headers, parse_envelope
+from streams.feeds.brokers import load_broker_directory
+from streams.feeds.ports import load_ports
 from streams.kafka.config import faust_broker_settings
 from streams.kafka.topics import control_topic
 from streams.notifier.telemetry import NotifierMetrics
@@ -603,6 +605,11 @@ def _status_api(app: faust.App, worker: Worker, clock: ClockMode) -> None:
         return ReadinessFacts(len(owned), recovered, lag, idle)
 
     local = LocalStatus(
-        runners, worker.settings.thresholds(), worker.settings.partitions, event_clock=clock == "event"
+        runners,
+        worker.settings.thresholds(),
+        worker.settings.partitions,
+        event_clock=clock == "event",
+        ports=load_ports(worker.settings.ports_file),
+        brokers=load_broker_directory(worker.settings.broker_directory_file),
     )
     register_web(app, worker.settings, local, readiness, worker.metrics.web, SameNode)

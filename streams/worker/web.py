@@ -35,8 +35,10 @@ from schemas.api import (
     Readiness,
     ReadinessQuery,
 )
+from schemas.brokers import BrokerDirectory
 from schemas.carm import CarmSnapshot
 from schemas.common import Ccn, ImporterBn
+from schemas.ports import PORTS, Port
 
 log = logging.getLogger("holdwatch.web")
 
@@ -75,7 +77,8 @@ class ReadinessFacts:
 
 
 class LocalStatus:
-    """Answers from the partitions this worker owns (`runners`: partition → its runner)."""
+    """Answers from the partitions this worker owns (`runners`: partition → its runner), naming
+    ports and brokers from the reference data the shell loaded (`ports`, `brokers`)."""
 
     def __init__(
         self,
@@ -85,8 +88,11 @@ class LocalStatus:
         *,
         event_clock: bool,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        ports: Mapping[str, Port] = PORTS,
+        brokers: BrokerDirectory | None = None,
     ) -> None:
         self._runners = runners
+        self._ports, self._brokers = ports, brokers
         self._thresholds = thresholds
         self._partitions = partitions
         self._event_clock = event_clock
@@ -117,7 +123,7 @@ class LocalStatus:
         if runner is None or s is None:
             return None
         carm = runner.carm.get(s.importer_bn) if s.importer_bn else None
-        return load_status(s, carm, now, self._thresholds)
+        return load_status(s, carm, now, self._thresholds, ports=self._ports, brokers=self._brokers)
 
     def loads(self, query: LoadQuery, now: datetime) -> list[LoadStatus]:
         wanted = LoadFilter(
@@ -134,7 +140,7 @@ class LocalStatus:
                 if query.load_ref is not None and s.load_ref != query.load_ref:
                     continue
                 carm = runner.carm.get(s.importer_bn) if s.importer_bn else None
-                status = load_status(s, carm, now, self._thresholds)
+                status = load_status(s, carm, now, self._thresholds, ports=self._ports, brokers=self._brokers)
                 if wanted.matches(status):
                     found.append(status)
         return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import timedelta
@@ -9,9 +10,13 @@ from typing import Any
 
 import pytest
 
+from alerting.notify.console import ConsoleGateway
+from alerting.notify.delivery import Delivery, DeliveryPolicy
+from alerting.notify.ledger import MemoryLedger
 from alerting.notify.render import (
     MAX_BLOCKS,
     MAX_SECTION_TEXT,
+    Reference,
     alert_card,
     card_to_console,
     escape,
@@ -21,8 +26,10 @@ from alerting.notify.render import (
     render_resolution,
     subteam_mention,
 )
+from alerting.notify.routing import Routing
 from alerting.notify.storm import render_digest
 from schemas.alerts import ReasonDetail
+from schemas.brokers import BrokerContact, BrokerDirectory
 from tests.fixtures.slack import ALERT_T0, make_alert
 
 
@@ -169,3 +176,110 @@ def test_an_expired_member_of_a_storm_digest_says_so() -> None:
     rows = json.dumps(digest.blocks)
     assert ":hourglass: ~LD-S2~" in rows and "expired: no news, not released" in rows
     assert "EXPIRED" in digest.plain and "RESOLVED" not in digest.plain
+
+
+# --- the broker directory and the vehicle --------------------------------------------------------
+
+ACME = BrokerContact(
+    code="ACME",
+    name="Acme Customs Brokers",
+    phone_24h="+1-519-555-0134",
+    phone="+1-519-555-0100",
+    hours="Mon-Fri 07:00-19:00",
+    tz="America/Toronto",
+)
+DIRECTORY = Reference(brokers=BrokerDirectory.of([ACME]))
+CALL = "Call Acme Customs Brokers (ACME), 24 h line +1-519-555-0134, office +1-519-555-0100"
+CLOSED = "Office closed until 07:00 EST: use the 24 h line"
+BEFORE_OPENING = ALERT_T0 - timedelta(hours=4)  # Mon 23 Nov 05:00 EST
+
+
+def test_the_message_says_whom_to_call_with_the_number() -> None:
+    message = render_alert(make_alert(), reference=DIRECTORY)  # Mon 09:01 EST: the office is open
+    texts = all_texts(message.blocks)
+    assert f":telephone_receiver: *{CALL}*" in texts  # its own section, right after the facts
+    assert message.blocks[2]["text"]["text"].startswith(":telephone_receiver:")
+    assert CALL in message.text  # the notification text too
+    assert "Office closed" not in json.dumps(message.blocks)
+    console = message.plain
+    assert f"\n  {CALL}\n" in console and "Office closed" not in console
+    assert CALL not in render_alert(make_alert()).text  # no directory: the message as before
+
+
+def test_a_closed_office_is_flagged_at_the_time_of_the_alert() -> None:
+    message = render_alert(make_alert(at=BEFORE_OPENING), reference=DIRECTORY)
+    call_block = message.blocks[2]["text"]["text"]
+    assert call_block == f":telephone_receiver: *{CALL}*\n:crescent_moon: {CLOSED}"
+    assert f"  {CALL}\n  {CLOSED}\n" in message.plain
+    saturday = make_alert(at=ALERT_T0 + timedelta(days=5))
+    weekend = render_alert(saturday, reference=DIRECTORY)
+    assert "Office closed until Mon 07:00 EST: use the 24 h line" in json.dumps(weekend.blocks)
+    escalated = make_alert(seq=2, action="updated", severity="critical", at=BEFORE_OPENING)
+    reply = render_escalation(escalated, reference=DIRECTORY)
+    assert CLOSED in json.dumps(reply.blocks) and CALL in reply.plain
+
+
+def test_the_call_line_shows_while_at_risk_or_expired_not_once_released() -> None:
+    released = render_alert(make_alert(seq=3, action="resolved", outcome="released"), reference=DIRECTORY)
+    assert CALL not in json.dumps(released.blocks) and CALL not in released.plain
+    expired = make_alert(seq=3, action="resolved", outcome="expired", at=BEFORE_OPENING)
+    shown = render_alert(expired, reference=DIRECTORY)
+    assert CALL in json.dumps(shown.blocks) and CLOSED in shown.plain  # the truck may still be there
+
+
+def test_a_broker_missing_from_the_directory_is_said() -> None:
+    alert = make_alert(broker_code="ZZZZ", broker_name="Unknown Brokers")
+    card = alert_card(alert, DIRECTORY)
+    assert card.call == "No number on file for broker ZZZZ: add it to the broker directory"
+    assert alert_card(alert).call == ""  # no directory configured: nothing to say
+    assert alert_card(make_alert(broker_code=None), DIRECTORY).call == ""
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_directory_data_cannot_ping_either(payload: str) -> None:
+    hostile = ACME.model_copy(update={"name": f"Acme {payload}", "phone_24h": payload})
+    message = render_alert(
+        make_alert(at=BEFORE_OPENING), reference=Reference(brokers=BrokerDirectory.of([hostile]))
+    )
+    for text in [message.text, *all_texts(message.blocks)]:
+        assert "<!" not in text and "<@" not in text and "<http" not in text
+
+
+def test_truck_trailer_and_driver_are_shown_when_known() -> None:
+    alert = make_alert(
+        truck_number="T-4471",
+        trailer_number="TR-88213",
+        driver_name="Sam Okafor",
+        driver_phone="+1 226 555 0142",
+    )
+    message = render_alert(alert)
+    fields = [f["text"] for f in message.blocks[1]["fields"]]
+    assert "*Truck*\nT-4471 · trailer TR-88213" in fields
+    assert "*Driver*\nSam Okafor, +1 226 555 0142" in fields
+    assert "  Truck:     T-4471 · trailer TR-88213\n" in message.plain
+    assert "  Driver:    Sam Okafor, +1 226 555 0142\n" in message.plain
+    trailer_only = alert_card(make_alert(trailer_number="TR-1", driver_phone="+1 226 555 0142")).facts
+    assert ("Trailer", "TR-1") in trailer_only and ("Driver", "+1 226 555 0142") in trailer_only
+    assert not {"Truck", "Trailer", "Driver"} & {label for label, _ in alert_card(make_alert()).facts}
+    full = make_alert(team="east", truck_number="T-1", driver_name="Sam", reasons=["a", "b"])
+    assert len(render_alert(full, reference=DIRECTORY).blocks[1]["fields"]) == 9  # within Slack's 10
+
+
+async def test_the_console_sink_prints_the_number_and_the_closed_office() -> None:
+    out = io.StringIO()
+    delivery = Delivery(
+        ConsoleGateway(out),
+        MemoryLedger(),
+        Routing(default="#dispatch"),
+        policy=DeliveryPolicy(min_interval_s=0),
+        reference=DIRECTORY,
+    )
+    await delivery.accept(
+        make_alert("K1", at=BEFORE_OPENING, truck_number="T-4471", driver_name="Sam Okafor")
+    )
+    while (due := delivery.next_due()) is not None:
+        await delivery.step(due[1])
+    text = out.getvalue()
+    assert "new message in #dispatch [" in text
+    assert f"  {CALL}\n  {CLOSED}\n" in text
+    assert "Truck:     T-4471" in text and "Driver:    Sam Okafor" in text
