@@ -45,7 +45,7 @@ from alerting.notify.planner import (
     skip_reason,
 )
 from alerting.notify.policy import DeliveryPolicy
-from alerting.notify.render import DEFAULT_REFERENCE, Reference, SlackMessage, render_alert, subteam_mention
+from alerting.notify.render import DEFAULT_REFERENCE, Reference, subteam_mention
 from alerting.notify.retention import Retention
 from alerting.notify.routing import Routing
 from alerting.notify.scheduler import ChannelState, Scheduler
@@ -54,19 +54,6 @@ from schemas.alerts import AlertEvent
 __all__ = ["Delivery", "DeliveryPolicy", "Origin", "run_simulated"]
 
 log = logging.getLogger("holdwatch.notify")
-
-
-class _ReferencedExecutor(Executor):
-    """The executor, rendering each lifecycle's message with the reference data the shell loaded
-    (CBSA offices, broker directory: the number to call and whether the office is open)."""
-
-    def __init__(self, *args: Any, reference: Reference, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reference = reference
-
-    def alert_message(self, rec: AlertRecord) -> SlackMessage:
-        message = render_alert(rec.latest, mention=self.mention, reference=self.reference)
-        return SlackMessage(text=message.text, plain=message.plain) if rec.text_only else message
 
 
 class Delivery:
@@ -91,7 +78,7 @@ class Delivery:
         self.records = Records()
         self.scheduler = Scheduler(self.policy, self.clock, rng)
         self.retention = Retention(self.policy.ledger_retention, self.policy.prune_interval)
-        self.executor = _ReferencedExecutor(
+        self.executor = Executor(
             gateway,
             ledger,
             self.records,

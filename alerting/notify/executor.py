@@ -18,7 +18,14 @@ from alerting.notify.ledger import DIGEST_PREFIX, AlertRecord, DigestRecord, Led
 from alerting.notify.metrics import NotifyMetrics
 from alerting.notify.planner import EDIT, POST, RESOLUTION, NextCall, Timers, reply_seq
 from alerting.notify.policy import DeliveryPolicy
-from alerting.notify.render import SlackMessage, render_alert, render_escalation, render_resolution
+from alerting.notify.render import (
+    DEFAULT_REFERENCE,
+    Reference,
+    SlackMessage,
+    render_alert,
+    render_escalation,
+    render_resolution,
+)
 from alerting.notify.scheduler import ChannelState
 from alerting.notify.storm import render_digest
 from schemas.alerts import AlertEvent
@@ -113,7 +120,10 @@ class Executor:
         metrics: NotifyMetrics,
         latencies: Latencies,
         mention: str | None,
+        reference: Reference = DEFAULT_REFERENCE,
     ) -> None:
+        """`reference`: CBSA offices and the broker directory, for the number to call."""
+        self.reference = reference
         self.gateway = gateway
         self.ledger = ledger
         self.records = records
@@ -197,9 +207,9 @@ class Executor:
                 return "adopted"
         broadcast = owed.startswith(f"{RESOLUTION}:")
         message = (
-            render_resolution(rec.latest)
+            render_resolution(rec.latest, reference=self.reference)
             if broadcast
-            else render_escalation(rec.latest, mention=self.mention)
+            else render_escalation(rec.latest, mention=self.mention, reference=self.reference)
         )
         rec.intent, rec.intent_at = owed, self.clock.wall()
         await self.save(key, durable=True)
@@ -215,7 +225,7 @@ class Executor:
         return "sent"
 
     def alert_message(self, rec: AlertRecord) -> SlackMessage:
-        message = render_alert(rec.latest, mention=self.mention)
+        message = render_alert(rec.latest, mention=self.mention, reference=self.reference)
         return SlackMessage(text=message.text, plain=message.plain) if rec.text_only else message
 
     def _set_timers(self, key: str, **changes: float | None) -> None:

@@ -58,8 +58,16 @@ async def _main(settings: Settings, group_id: str | None) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.feeds.brokers import BrokerDirectoryError
+    from streams.feeds.ports import PortsFileError
     from streams.kafka.config import KafkaConfigError
+    from streams.notifier.service import load_reference
 
+    try:
+        load_reference(settings)  # a bad reference file is said now, not as a traceback later
+    except (BrokerDirectoryError, PortsFileError) as exc:
+        print(f"holdwatch notifier: {exc}", file=sys.stderr)
+        return 2
     if args.include_replayed:
         settings = settings.model_copy(update={"notify_replayed": True})
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -91,14 +91,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1
     registry = CollectorRegistry()
-    app = build_app(
-        settings,
-        clock=clock,
-        data_dir=data_dir,
-        store=args.store,
-        registry=registry,
-        with_notifier=not args.no_notifier,
-    )
+    from streams.feeds.brokers import BrokerDirectoryError
+    from streams.feeds.ports import PortsFileError
+
+    try:
+        app = build_app(
+            settings,
+            clock=clock,
+            data_dir=data_dir,
+            store=args.store,
+            registry=registry,
+            with_notifier=not args.no_notifier,
+        )
+    except (BrokerDirectoryError, PortsFileError) as exc:
+        print(f"holdwatch worker: {exc}", file=sys.stderr)
+        return 2
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, addr=args.metrics_addr, registry=registry)
