@@ -171,6 +171,22 @@ def format_load(load: LoadStatus, *, colour: bool) -> str:
         lines.append(f"  ETA at {port}: {eta}")
     lines.append(f"  importer: {load.importer_name or '?'} ({load.importer_bn or 'no BN'})")
     lines.append(f"  broker:   {load.broker_name or '?'} ({load.broker_code or 'none named'})")
+    contact = load.broker_contact
+    if contact is not None:
+        lines.append(f"            {contact.call}")
+        if contact.office_note:
+            lines.append(f"            {contact.office_note}")
+    truck = ", ".join(
+        f"{label} {value}"
+        for label, value in (
+            ("truck", load.truck_number),
+            ("trailer", load.trailer_number),
+            ("driver", " ".join(v for v in (load.driver_name, load.driver_phone) if v) or None),
+        )
+        if value
+    )
+    if truck:
+        lines.append(f"  {truck}")
     if load.dispatch_team:
         lines.append(f"  team:     {load.dispatch_team}")
     facts = [f"eManifest {load.cargo_answer or 'not answered'}", f"PARS {load.link_state.replace('_', ' ')}"]

@@ -48,6 +48,16 @@
     }
   }
 
+  function brokerLine(load) {
+    const parts = [];
+    const contact = load.broker_contact;
+    if (contact && (contact.phone_24h || contact.phone)) parts.push(`24 h ${contact.phone_24h || contact.phone}`);
+    if (contact && contact.open_now === false) parts.push("office closed");
+    if (load.dispatch_team) parts.push(`team ${load.dispatch_team}`);
+    if (load.driver_name || load.driver_phone) parts.push(`driver ${[load.driver_name, load.driver_phone].filter(Boolean).join(" ")}`);
+    return parts.join(" · ");
+  }
+
   function row(load) {
     const severity = load.severity || "ok";
     const reasons = (load.reasons || []).length
@@ -60,7 +70,8 @@
       el("td", {}, el("span", { class: `chip ${severity}`, text: severity === "ok" ? "ready" : severity })),
       el("td", {}, el("strong", { text: load.load_ref || "—" }), el("br"), el("span", { class: "muted", text: load.ccn })),
       el("td", {}, load.importer_name || load.importer_bn || "—", el("br"), el("span", { class: "muted", text: load.importer_bn || "" })),
-      el("td", {}, load.broker_name || load.broker_code || "no broker", el("br"), el("span", { class: "muted", text: load.dispatch_team ? `team ${load.dispatch_team}` : "" })),
+      el("td", {}, load.broker_name || load.broker_code || "no broker", el("br"),
+        el("span", { class: "muted", text: brokerLine(load) })),
       el("td", { class: "eta" }, el("span", { class: "countdown", text: countdown(load.minutes_to_eta) }), el("br"),
         el("span", { class: "muted", text: load.eta ? "ETA " + localTime(load.eta, load.port_tz) : "" })),
       el("td", { class: "reasons", tabindex: "-1" }, reasons),
