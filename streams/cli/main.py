@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "streams.cli.schemas",
     "streams.cli.status",
     "streams.cli.slack",
+    "streams.cli.connect",
+    "streams.cli.ingest",
+    "streams.cli.carm",
     "devtools.commands.demo",
 )
 

@@ -3,7 +3,8 @@
 Docker Compose, the Dockerfile, Prometheus and Grafana files must agree with each other and
 with the code: referenced files exist, ports and env line up, images are pinned, every HOLDWATCH_*
 variable is a Settings field, and every metric a rule or panel queries is one the telemetry
-modules define (streams/worker/telemetry.py, streams/notifier/telemetry.py), with labels it has,
+modules define (streams/worker/telemetry.py, streams/notifier/telemetry.py, the BorderConnect
+connector's `ConnectorMetrics` in streams/feeds/borderconnect.py), with labels it has,
 exported from the start (a sample matching the selector, at 0, before any traffic) by the process
 of the job it is queried from (issue 11 item 8).
 """
@@ -23,6 +24,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from streams.feeds.borderconnect import ConnectorMetrics
 from streams.notifier.telemetry import LATENCY_BUCKETS, NotifierMetrics
 from streams.settings import Settings
 from streams.worker.telemetry import WorkerMetrics, lag_topics
@@ -38,6 +40,7 @@ RULE_TESTS_FILE = PROMETHEUS_DIR / "tests" / "holdwatch.rules.test.yml"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
 OPERATIONS_DOC = REPO / "docs" / "operations.md"
+RUNBOOK_PAGES = ("docs/operations.md", "docs/connectors.md")  # connectors.md: the feeds' own alerts
 
 HOLDWATCH_COMMAND = "holdwatch"
 SCRAPE_LABELS = frozenset({"job", "instance"})
@@ -121,8 +124,11 @@ class Family:
 
 def process_registry(command: str, *, with_notifier: bool) -> CollectorRegistry:
     """What a process serves on /metrics: `notifier` its own families; `worker` its own, plus the
-    notifier's when it runs its notifier (no --no-notifier), as streams/worker/app.py wires them."""
+    notifier's when it runs its notifier (no --no-notifier), as streams/worker/app.py wires them;
+    `connect` (the BorderConnect connector) its own."""
     registry = CollectorRegistry()
+    if command == "connect":
+        ConnectorMetrics(registry)
     if command == "worker":
         # As `streams.worker.app._telemetry` builds it: the consumed topics' lag exists at 0.
         WorkerMetrics(registry, topics=lag_topics(Settings()))
@@ -142,8 +148,10 @@ def registry_families(registry: CollectorRegistry) -> list[Family]:
 
 
 def metric_families() -> list[Family]:
-    """Every metric the worker and the notifier can expose (both telemetry modules)."""
-    return registry_families(process_registry("worker", with_notifier=True))
+    """Every metric the worker, the notifier and the connector can expose."""
+    return registry_families(process_registry("worker", with_notifier=True)) + registry_families(
+        process_registry("connect", with_notifier=False)
+    )
 
 
 def series_of(families: list[Family]) -> dict[str, frozenset[str]]:
@@ -317,15 +325,15 @@ def test_latency_rules_use_live_traffic_and_slo_buckets() -> None:
 
 
 def test_alerts_have_severity_text_and_a_runbook_section() -> None:
-    doc = OPERATIONS_DOC.read_text(encoding="utf-8")
-    anchors = {github_anchor(line.lstrip("#")) for line in doc.splitlines() if line.startswith("#")}
     for rule in alerting_rules():
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         annotations = rule["annotations"]
         assert annotations["summary"] and annotations["description"], rule["alert"]
         page, _, anchor = annotations["runbook_url"].partition("#")
-        assert page == "docs/operations.md", rule["alert"]
-        assert anchor in anchors, f"{rule['alert']}: no heading #{anchor} in docs/operations.md"
+        assert page in RUNBOOK_PAGES, rule["alert"]
+        doc = (REPO / page).read_text(encoding="utf-8")
+        anchors = {github_anchor(line.lstrip("#")) for line in doc.splitlines() if line.startswith("#")}
+        assert anchor in anchors, f"{rule['alert']}: no heading #{anchor} in {page}"
         assert rule["alert"].lower() in anchor, rule["alert"]
 
 
@@ -439,6 +447,7 @@ def test_job_checker_can_fail(services: dict[str, dict[str, Any]]) -> None:
     assert queried_jobs('{job=~"holdwatch-.*", job!="holdwatch-replay"}', set(jobs)) == {
         "holdwatch-worker",
         "holdwatch-notifier",
+        "holdwatch-borderconnect",
     }
     assert job_problems('holdwatch_slack_pending_alerts{job="holdwatch-worker"}', jobs)
     assert job_problems('holdwatch_shipments_in_state{job="holdwatch-notifier"}', jobs)
@@ -458,14 +467,21 @@ def test_job_checker_can_fail(services: dict[str, dict[str, Any]]) -> None:
 def test_scrape_jobs_run_the_processes_they_are_named_after(services: dict[str, dict[str, Any]]) -> None:
     """docker-compose's worker runs --no-notifier beside a standalone notifier: one family set each."""
     families = {job: {f.name for f in registry_families(r)} for job, r in job_registries(services).items()}
-    assert set(families) == {"holdwatch-worker", "holdwatch-notifier", "holdwatch-replay"}
+    assert set(families) == {
+        "holdwatch-worker",
+        "holdwatch-notifier",
+        "holdwatch-replay",
+        "holdwatch-borderconnect",
+    }
     worker = {f.name for f in registry_families(process_registry("worker", with_notifier=False))}
     notifier = {f.name for f in registry_families(process_registry("notifier", with_notifier=False))}
-    assert worker and notifier and not worker & notifier
+    connector = {f.name for f in registry_families(process_registry("connect", with_notifier=False))}
+    assert worker and notifier and connector and not worker & notifier and not (worker | notifier) & connector
     assert families == {
         "holdwatch-worker": worker,
         "holdwatch-notifier": notifier,
         "holdwatch-replay": worker,
+        "holdwatch-borderconnect": connector,
     }
 
 
@@ -484,16 +500,17 @@ def test_every_queried_metric_has_a_sample_before_any_traffic(services: dict[str
 
 def test_operations_doc_lists_each_family_with_the_process_exporting_it() -> None:
     rows = re.findall(
-        r"^\| `(holdwatch_[a-z0-9_]+)` \|[^|]*\|[^|]*\| (worker|notifier) \|$",
+        r"^\| `(holdwatch_[a-z0-9_]+)` \|[^|]*\|[^|]*\| (worker|notifier|connector) \|$",
         OPERATIONS_DOC.read_text(encoding="utf-8"),
         flags=re.MULTILINE,
     )
     documented = {name: process for name, process in rows}
     assert len(documented) == len(rows), "a family listed twice"
+    commands = {"worker": "worker", "notifier": "notifier", "connector": "connect"}
     exported = {
         (family.name + "_total" if family.kind == "counter" else family.name): process
-        for process in ("worker", "notifier")
-        for family in registry_families(process_registry(process, with_notifier=False))
+        for process, command in commands.items()
+        for family in registry_families(process_registry(command, with_notifier=False))
     }
     assert documented == exported
 
@@ -722,7 +739,7 @@ def test_compose_defaults_are_valid_settings(services: dict[str, dict[str, Any]]
 
 
 def test_secrets_are_only_passed_through(services: dict[str, dict[str, Any]]) -> None:
-    secret = {"HOLDWATCH_KAFKA_SASL_PASSWORD", "HOLDWATCH_SLACK_TOKEN"}
+    secret = {"HOLDWATCH_KAFKA_SASL_PASSWORD", "HOLDWATCH_SLACK_TOKEN", "HOLDWATCH_BORDERCONNECT_API_KEY"}
     for name, service in services.items():
         env = environment(service)
         for key in secret & set(env):
