@@ -3,6 +3,7 @@ namespace of topics and consumer group, and reads what the pipeline published.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,6 +19,9 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from schemas.alerts import AlertEvent
+from schemas.decode import topic_kinds
+from streams.backtest import run_backtest
+from streams.settings import Settings
 
 HOLDWATCH = [sys.executable, "-m", "streams.cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +49,7 @@ class Namespace:
             "HOLDWATCH_PARTITIONS": str(partitions),
             "HOLDWATCH_HOME": str(tmp / "home"),
             "HOLDWATCH_METRICS_PORT": "0",
+            "HOLDWATCH_WEB_PORT": "0",  # several workers per test: a test that needs the API sets a port
             **{f"HOLDWATCH_TOPIC_{name.upper()}": topic for name, topic in self.topics.items()},
         }
         self.logs: list[Path] = []
@@ -89,6 +94,42 @@ class Namespace:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def start_worker_with_notifier(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """`holdwatch worker --clock event` running its notifier in-process (Slack per `self.env`);
+        the same `name` reuses the same state directory (a restart)."""
+        data_dir = str(self.tmp / f"state-{name}")
+        return self.spawn(f"worker-{name}", "worker", "--clock", "event", "--data-dir", data_dir, *args)
+
+    def start_notifier(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """`holdwatch notifier` (group `<app_id>-notifier` unless `--group-id` is given)."""
+        return self.spawn(f"notifier-{name}", "notifier", *args)
+
+    def spawn(self, log_name: str, *args: str) -> subprocess.Popen[bytes]:
+        """`holdwatch <args>` in its own session (so `stop` can kill the group), output appended
+        to `<tmp>/<log_name>.log`, which `log_tail` shows."""
+        log = self.tmp / f"{log_name}.log"
+        if log not in self.logs:
+            self.logs.append(log)
+        handle = log.open("ab")
+        return subprocess.Popen(
+            [*HOLDWATCH, *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_command(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """`holdwatch <args>` in the background (e.g. a replay to interrupt), output to a log."""
+        log = self.tmp / f"{name}.log"
+        self.logs.append(log)
+        with log.open("ab") as handle:
+            return subprocess.Popen(
+                [*HOLDWATCH, *args], env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
 
     def wait_ready(self, count: int = 1, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -152,3 +193,29 @@ def stop(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def backtest(ns: Namespace, log: Path) -> list[AlertEvent]:
+    """The alert events the back-test makes of `log` (the namespace's topic names)."""
+    buffer = io.StringIO()
+    kinds = topic_kinds(ns.topics["emanifest"], ns.topics["rns"], ns.topics["carm"])
+    run_backtest([log], buffer, Settings().thresholds(), kinds)
+    return [AlertEvent.model_validate_json(line) for line in buffer.getvalue().splitlines()]
+
+
+def first_copies(alerts: list[AlertEvent]) -> list[AlertEvent]:
+    """One alert event per event_id, each in the place of its first copy (a re-sent step after a
+    crash or a producer retry is the same step)."""
+    distinct: dict[str, AlertEvent] = {}
+    for alert in alerts:
+        distinct.setdefault(alert.event_id, alert)
+    return list(distinct.values())
+
+
+def comparable(alerts: list[AlertEvent]) -> dict[str, list[tuple[object, ...]]]:
+    """Each load's alert events in order, lifecycle id and step included: a Kafka partition keeps
+    one load's records in order, so the pipeline must give every load the back-test's sequence."""
+    per_load: dict[str, list[tuple[object, ...]]] = {}
+    for a in alerts:
+        per_load.setdefault(a.ccn, []).append((a.alert_id, a.seq, *a.comparable()))
+    return per_load
