@@ -155,7 +155,7 @@ class Executor:
     async def _post_alert(self, ch: ChannelState, rec: AlertRecord) -> Outcome:
         key = rec.alert_id
         if rec.intent == POST:
-            found = await self._find(ch, rec.channel_id or ch.channel_id, key, rec.intent_at, None)
+            found, searched = await self._find(ch, rec.channel_id or ch.channel_id, key, rec.intent_at, None)
             if found is not None:
                 log.info("adopting earlier post %s for alert %s", found, key)
                 rec.ts, rec.channel_id = found, rec.channel_id or ch.channel_id
@@ -163,8 +163,10 @@ class Executor:
                 self._set_timers(key, edit_due=float("-inf"))
                 await self.save(key, durable=True)
                 return "adopted"
-            if rec.latest.action == "resolved":
+            if rec.latest.action == "resolved" and searched:
                 return await self._silence(rec)  # the earlier post never landed and it is over now
+            # Could not look: the earlier post may be on Slack showing "at risk". Post the current
+            # (possibly resolved) state: a second message that is right beats a stale one forever.
         sent = rec.latest
         message = self.alert_message(rec)
         rec.intent, rec.intent_at = POST, self.clock.wall()
@@ -199,7 +201,7 @@ class Executor:
         key, thread_key = rec.alert_id, f"{rec.alert_id}:{owed}"
         assert rec.ts is not None
         if rec.intent == owed:
-            found = await self._find(ch, rec.channel_id, thread_key, rec.intent_at, rec.ts)
+            found, _ = await self._find(ch, rec.channel_id, thread_key, rec.intent_at, rec.ts)
             if found is not None:
                 rec.owed.remove(owed)
                 rec.intent = None
@@ -247,7 +249,9 @@ class Executor:
             return "local"  # every member is over before the digest was shown: nothing to post
         if digest.ts is None:
             if digest.intent == POST:
-                found = await self._find(ch, digest.channel_id or ch.channel_id, key, digest.intent_at, None)
+                found, _ = await self._find(
+                    ch, digest.channel_id or ch.channel_id, key, digest.intent_at, None
+                )
                 if found is not None:
                     digest.ts, digest.channel_id = found, ch.channel_id
                     digest.intent, digest.shown_fp = None, None
@@ -323,12 +327,13 @@ class Executor:
 
     async def _find(
         self, ch: ChannelState, channel_id: str | None, key: str, since: float | None, thread_ts: str | None
-    ) -> str | None:
-        """Look for a post that may have landed; give up (post again) if we may not read history."""
+    ) -> tuple[str | None, bool]:
+        """Look for a post that may have landed: (its ts or None, whether we could look at all).
+        Without the right to read history we give up and post again."""
         if channel_id is None:
             channel_id = ch.channel_id = await self._resolve_channel(ch)
         if channel_id is None:
-            return None
+            return None, True  # no such channel for us: nothing of ours can be there (as before)
         oldest = (since or self.clock.wall()) - self.policy.find_margin_s
         method = "conversations.replies" if thread_ts else "conversations.history"
         try:
@@ -340,9 +345,9 @@ class Executor:
             log.warning(
                 "cannot search %s for an earlier post of %s (%s): posting again", channel_id, key, exc.error
             )
-            return None
+            return None, False
         self.metrics.slack_call(method, "ok")
-        return found
+        return found, True
 
     async def _resolve_channel(self, ch: ChannelState) -> str | None:
         try:

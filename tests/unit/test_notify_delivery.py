@@ -400,6 +400,23 @@ async def test_a_lost_post_of_a_lifecycle_now_resolved_is_not_posted_again(rig: 
     assert rig.delivery.pending_count() == 0
 
 
+async def test_a_post_that_may_have_landed_is_shown_resolved_when_history_cannot_be_read(rig: Rig) -> None:
+    """Could not look (no history scope): the earlier post may be on Slack showing "at risk".
+    Posting the resolved state beats leaving that message stale forever."""
+    await rig.feed(make_alert("Q0"))
+    await rig.settle(5)
+    rig.slack.fail("drop_after", times=1)  # the post lands, its answer is lost: only the intent remains
+    await rig.feed(make_alert("Q9"))
+    await run_simulated(rig.delivery, rig.clock, rig.clock.now())
+    rig.slack.fail("missing_scope", methods={"conversations.history"})
+    rig.restart()
+    await rig.history(make_alert("Q9", 2, "resolved", outcome="cleared"))
+    await rig.settle()
+    q9 = [m for m in rig.slack.top_level("#dispatch") if "Q9" in json.dumps(m.metadata)]
+    assert len(q9) == 2  # the stale one we could not find, and one that shows the truth
+    assert rig.delivery.pending_count() == 0
+
+
 async def test_an_old_ledger_entry_resolved_but_never_posted_stays_unposted(rig: Rig) -> None:
     rec = AlertRecord("Q8", "#dispatch", make_alert("Q8", 2, "resolved", outcome="released"))
     rig.ledger = MemoryLedger({"Q8": rec.to_entry()})  # written before silence was decided here
