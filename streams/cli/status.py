@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -100,14 +101,22 @@ def find_load(settings: Settings, key: str) -> tuple[int, bytes]:
     return status, body
 
 
-def run_status(args: argparse.Namespace, settings: Settings) -> int:
+def _answer(command: str, ask: Callable[[], tuple[int, bytes]]) -> bytes | None:
+    """The API's 200 body, or None after saying on stderr why there is none."""
     try:
-        status, body = find_load(settings, args.load)
+        status, body = ask()
     except ApiUnavailable as exc:
-        print(f"holdwatch status: {exc}", file=sys.stderr)
-        return 2
+        print(f"holdwatch {command}: {exc}", file=sys.stderr)
+        return None
     if status != 200:
-        print(f"holdwatch status: {_detail(body)}", file=sys.stderr)
+        print(f"holdwatch {command}: {_detail(body)}", file=sys.stderr)
+        return None
+    return body
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    body = _answer("status", lambda: find_load(settings, args.load))
+    if body is None:
         return 2
     load = LoadStatus.model_validate_json(body)
     print(body.decode() if args.json else format_load(load, colour=sys.stdout.isatty()))
@@ -116,15 +125,9 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
     query = urllib.parse.urlencode({"broker": args.broker, "release_mode": args.release_mode})
-    try:
-        status, body = _get(
-            settings, f"/v1/importers/{urllib.parse.quote(args.bn, safe='')}/readiness?{query}"
-        )
-    except ApiUnavailable as exc:
-        print(f"holdwatch check: {exc}", file=sys.stderr)
-        return 2
-    if status != 200:
-        print(f"holdwatch check: {_detail(body)}", file=sys.stderr)
+    path = f"/v1/importers/{urllib.parse.quote(args.bn, safe='')}/readiness?{query}"
+    body = _answer("check", lambda: _get(settings, path))
+    if body is None:
         return 2
     check = ReadinessCheck.model_validate_json(body)
     print(body.decode() if args.json else format_check(check, colour=sys.stdout.isatty()))
