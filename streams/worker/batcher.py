@@ -121,6 +121,7 @@ class AckBatcher(Generic[R]):
         self._clock = clock
         self._waiting: dict[int, list[R]] = {}
         self._since: dict[int, float] = {}
+        self._revocations: dict[int, int] = {}  # per partition: bumped by `revoke`
 
     async def settle(self, partition: int, trigger: Envelope, done: Iterable[R]) -> None:
         """Queue the records `done` by processing `trigger`; if the batch is due, confirm its sends,
@@ -136,9 +137,14 @@ class AckBatcher(Generic[R]):
             or now - self._since[partition] >= self._flush_after_s
         ):
             count = len(waiting)
+            generation = self._revocations.get(partition, 0)
             await self._confirm(partition)  # the alerts and dead letters: before their states
+            if self._revocations.get(partition, 0) != generation:
+                return  # revoked while we waited: its processor (and unwritten states) are gone
             self._flush(partition)
             await self._confirm(partition)  # the states (changelog writes)
+            if self._revocations.get(partition, 0) != generation:
+                return  # never ack across a rebalance: the partition's owner consumes them again
             for record in waiting[:count]:
                 record.ack()
             del waiting[:count]
@@ -147,6 +153,7 @@ class AckBatcher(Generic[R]):
         """The partition went to another worker: never ack what this worker did not write."""
         self._waiting.pop(partition, None)
         self._since.pop(partition, None)
+        self._revocations[partition] = self._revocations.get(partition, 0) + 1
 
     def waiting(self, partition: int) -> int:
         return len(self._waiting.get(partition, ()))

@@ -288,3 +288,27 @@ async def test_a_cancelled_send_is_not_confirmed() -> None:
     deliveries.add(0, cancelled)
     with pytest.raises(DeliveryFailed, match="cancelled"):
         await deliveries.confirm(0)
+
+
+@pytest.mark.parametrize("during", [0, 1], ids=["confirming-sends", "confirming-states"])
+async def test_a_partition_revoked_while_its_batch_is_confirmed_is_not_acked(during: int) -> None:
+    """A rebalance can run while the agent awaits a confirmation: the batch's records must not be
+    acked (their states may be gone with the dropped processor); the new owner consumes them."""
+    journal, clock = Journal(), FakeClock()
+    confirms = 0
+    batcher: AckBatcher[FakeRecord]
+
+    async def confirm(partition: int) -> None:
+        nonlocal confirms
+        journal.events.append(("confirm", partition))
+        if confirms == during:
+            batcher.revoke(partition)  # what the rebalance listener does, mid-await
+        confirms += 1
+
+    batcher = AckBatcher(journal.flush, flush_every=2, flush_after_s=0.5, confirm=confirm, clock=clock)
+    records = [FakeRecord("a", journal), FakeRecord("b", journal)]
+    await batcher.settle(0, LIVE, records)
+    assert journal.acks() == []
+    assert ("flush", 0) not in journal.events or during == 1
+    await batcher.settle(0, CONTROL_CARM, [FakeRecord("later", journal)])  # back again: a new batch
+    assert journal.acks() == ["later"]
