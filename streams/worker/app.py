@@ -53,6 +53,7 @@ from streams.notifier.telemetry import NotifierMetrics
 from streams.settings import Settings
 from streams.worker.batcher import AckBatcher, Deliveries
 from streams.worker.processor import ClockMode, Output, PartitionProcessor, RawRecord, Source
+from streams.worker.recovery import OrderedTableManager
 from streams.worker.tables import carm_view, define_tables, shipment_view
 from streams.worker.telemetry import WorkerMetrics, lag_topics, port_label
 from streams.worker.web import LocalStatus, ReadinessFacts
@@ -345,6 +346,7 @@ def _faust_app(settings: Settings, data_dir: Path, store_name: str, deliveries: 
         settings.app_id,
         **faust_broker_settings(settings),
         Table=_confirmed_table(deliveries),
+        TableManager=OrderedTableManager,
         store="rocksdb://" if store_name == "rocksdb" else "memory://",
         datadir=str(data_dir),
         topic_partitions=settings.partitions,
