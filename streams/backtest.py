@@ -198,6 +198,7 @@ class Backtest:
             if alerted is not None:
                 report.clean_alerted += 1
 
+
 def _hold_instant(s: ShipmentState, grace: timedelta, end: datetime | None) -> datetime | None:
     """When the load was really held: examination, or still not released `grace` after arrival."""
     if s.held_at is not None:

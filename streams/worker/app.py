@@ -231,10 +231,34 @@ class Worker:
     """Monotonic time of the last input record (for /readyz)."""
 
     def seen(self, topic: str, partition: int, offset: int, *, is_input: bool) -> None:
+        previous = self.last_offsets.get((topic, partition))
+        if previous is not None and offset > previous + 1:
+            self._skipped(topic, partition, previous, offset)
         self.last_offsets[(topic, partition)] = offset
         if is_input:  # ticks are not input: HoldwatchNoInput must see silence
             self.metrics.last_input.set_to_current_time()
             self.last_input_at = time.monotonic()
+
+    def _skipped(self, topic: str, partition: int, previous: int, offset: int) -> None:
+        """Offsets between two consecutive deliveries never reached the pipeline: say so loudly
+        (docs/reliability.md: Faust's recovery dropped records this way before OrderedRecovery)."""
+        skipped = offset - previous - 1
+        self.metrics.input_gaps.labels(self.topology.sources.get(topic, "other")).inc(skipped)
+        log.warning(
+            "%s[%d]: offsets %d..%d were never delivered to the pipeline (%d records); unless a "
+            "transactional producer writes this topic, they were lost: see docs/operations.md, "
+            "HoldwatchInputRecordsSkipped",
+            topic,
+            partition,
+            previous + 1,
+            offset - 1,
+            skipped,
+        )
+
+    def forget_offsets(self, keep: set[int]) -> None:
+        """A partition given up: its next delivery (after it comes back) starts a new run."""
+        for key in [key for key in self.last_offsets if key[1] not in keep]:
+            del self.last_offsets[key]
 
     def apply(self, record: RawRecord) -> Output:
         """Run one record through its partition; a failure dead-letters it (and it counts as done)."""
@@ -365,6 +389,7 @@ def _on_rebalance(app: faust.App, worker: Worker) -> None:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:
         keep = {tp.partition for tp in assigned if tp.topic == worker.topology.control_name}
+        worker.forget_offsets(keep)
         for partition in worker.partitions.keep_only(keep):
             worker.batcher.revoke(partition)  # never ack what this worker did not write
             worker.deliveries.drop(partition)

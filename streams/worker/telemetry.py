@@ -164,6 +164,14 @@ class WorkerMetrics:
             "Wall time of the last input record consumed",
             registry=registry,
         )
+        self.input_gaps = Counter(
+            "holdwatch_input_offset_gaps_total",
+            "Input offsets skipped between two records the pipeline received from one partition: "
+            "records never delivered (0 unless records are lost, or a transactional producer "
+            "writes the topic: its commit markers take offsets)",
+            ["topic"],
+            registry=registry,
+        )
         self.shipments = Gauge(
             "holdwatch_shipments_in_state", "Shipments held in this worker's tables", registry=registry
         )
@@ -192,6 +200,8 @@ class WorkerMetrics:
         for action in ("raised", "updated", "resolved"):
             for severity in RAISED_SEVERITIES if action != "resolved" else ("none",):
                 self.alert_events.labels(action, severity, "other")
+        for role in (*CONSUMED, "carm"):
+            self.input_gaps.labels(role)
         for source, event_types in CONSUMED.items():
             for event_type in event_types:
                 self.events_consumed.labels(source, event_type)

@@ -1,9 +1,12 @@
-"""The end of a recovery clears the stream queues before the input partitions are fetched again.
+"""Every input record reaches the pipeline: the recovery's order, and the gap counter that shows a loss.
+
+The end of a recovery clears the stream queues before the input partitions are fetched again.
 
 Faust's own order (resume the inputs, seek, then `flow_control.resume()`, which clears every
 stream queue) drops the records fetched in between (streams/worker/recovery.py). The real race
 is covered end to end by tests/integration/test_replay_retention.py and test_faults.py (a); here
-the order itself, which a refactor could undo without those tests failing every time.
+the order itself, which a refactor could undo without those tests failing every time. A record
+skipped anyway shows as `holdwatch_input_offset_gaps_total` (alert HoldwatchInputRecordsSkipped).
 """
 
 from __future__ import annotations
@@ -80,3 +83,35 @@ def test_the_worker_app_uses_the_ordered_recovery(tmp_path: Path) -> None:
     app = build_app(settings, clock="event", data_dir=tmp_path, store="memory")
     assert isinstance(app.tables, OrderedTableManager)
     assert isinstance(app.tables.recovery, OrderedRecovery)
+
+
+def _worker() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    from streams.worker.app import Worker, WorkerStats
+    from streams.worker.telemetry import WorkerMetrics
+
+    topology = SimpleNamespace(sources={"rns-t": "rns", "emanifest-t": "emanifest"})
+    metrics = WorkerMetrics(CollectorRegistry())
+    none = SimpleNamespace()
+    return Worker(Settings(), topology, none, none, none, none, WorkerStats(), metrics)  # type: ignore[arg-type]
+
+
+def _skipped(worker: Any, role: str) -> float:
+    found = worker.metrics.registry.get_sample_value("holdwatch_input_offset_gaps_total", {"topic": role})
+    assert found is not None
+    return float(found)
+
+
+def test_offsets_never_delivered_are_counted_and_a_redelivery_or_a_new_run_is_not() -> None:
+    worker = _worker()
+    for offset in (0, 1, 2, 1, 2, 3):  # a re-delivery from a seek back is not a gap
+        worker.seen("rns-t", 1, offset, is_input=True)
+    assert _skipped(worker, "rns") == 0
+    worker.seen("rns-t", 1, 185, is_input=True)  # 4..184 never delivered
+    assert _skipped(worker, "rns") == 181
+    worker.seen("emanifest-t", 0, 40, is_input=True)  # a partition's first record: no history
+    worker.forget_offsets({0})  # partition 1 given up, later assigned again further on
+    worker.seen("rns-t", 1, 900, is_input=True)
+    worker.seen("emanifest-t", 0, 41, is_input=True)
+    assert (_skipped(worker, "rns"), _skipped(worker, "emanifest")) == (181, 0)
