@@ -177,12 +177,19 @@ def test_the_board_turns_a_row_green_when_the_carm_fix_arrives(
         driver.get_log("browser")  # drop the expected 401 of the tokenless visit
 
         def row_severity() -> str | None:
-            rows = driver.find_elements(By.CSS_SELECTOR, 'tr.load[data-ccn="WEBT200"]')
-            return rows[0].get_attribute("data-severity") if rows else None
+            # Read in one script: the board may re-render the row between a find and a read.
+            found = driver.execute_script(
+                "const row = document.querySelector('tr.load[data-ccn=\"WEBT200\"]');"
+                "return row ? row.dataset.severity : null;"
+            )
+            return found if isinstance(found, str) else None
 
         _wait(lambda: row_severity() == "critical", 30, "the critical row on the board")
-        row = driver.find_element(By.CSS_SELECTOR, 'tr.load[data-ccn="WEBT200"]')
-        assert "RPP" in row.text or "Release Prior to Payment" in row.text
+        row_text = driver.execute_script(
+            "const row = document.querySelector('tr.load[data-ccn=\"WEBT200\"]');"
+            "return row ? row.innerText : '';"
+        )
+        assert "RPP" in row_text or "Release Prior to Payment" in row_text
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_DOWN)  # keyboard: rows take focus
         assert driver.switch_to.active_element.get_attribute("data-ccn") is not None
         marker = driver.execute_script("document.body.dataset.loadedOnce = 'yes'; return 1")

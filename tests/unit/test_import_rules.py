@@ -37,7 +37,9 @@ EXCEPTIONS: dict[str, frozenset[str]] = {
     "streams.cli.main": frozenset({"devtools"}),  # registers broker/simulate/demo, finds the local broker
     "alerting.notify.slack": frozenset({"slack_sdk"}),
 }
-FAUST_MODULES = frozenset({"streams.worker.app", "streams.kafka.config", "streams.cli.worker"})
+FAUST_MODULES = frozenset(
+    {"streams.worker.app", "streams.worker.recovery", "streams.kafka.config", "streams.cli.worker"}
+)
 
 
 def _modules() -> dict[str, Path]:
