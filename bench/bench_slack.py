@@ -44,11 +44,16 @@ TEAMS = ("ontario", "quebec", "west", "prairies", "atlantic")
 ROUTING = Routing(default="#dispatch", teams={team: f"#dispatch-{team}" for team in TEAMS})
 
 
+MENTIONS = ("<!subteam^", "<@", "<!here", "<!channel")
+
+
 class CountingGateway:
     """Slack as a counter: every call succeeds at once."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.pings = 0
+        """Posts that notify someone: top-level posts, channel broadcasts, replies with a mention."""
         self._n = 0
 
     async def post(
@@ -62,6 +67,8 @@ class CountingGateway:
     ) -> Posted:
         self._n += 1
         self.calls["chat.postMessage (reply)" if thread_ts else "chat.postMessage"] += 1
+        if thread_ts is None or broadcast or any(m in message.text for m in MENTIONS):
+            self.pings += 1
         return Posted(channel_id=channel, ts=f"{self._n}.000000")
 
     async def update(self, channel_id: str, ts: str, message: SlackMessage) -> None:
@@ -151,16 +158,26 @@ def port_closure(loads: int) -> list[AlertEvent]:
 # --- calls per event ---------------------------------------------------------------------------
 
 
-async def calls_on_a_day(alerts: Sequence[AlertEvent], policy: DeliveryPolicy) -> tuple[int, Counter[str]]:
+async def calls_on_a_day(
+    alerts: Sequence[AlertEvent], policy: DeliveryPolicy, routing: Routing = ROUTING
+) -> tuple[int, Counter[str]]:
+    total, calls, _ = await day_through(alerts, policy, routing)
+    return total, calls
+
+
+async def day_through(
+    alerts: Sequence[AlertEvent], policy: DeliveryPolicy, routing: Routing
+) -> tuple[int, Counter[str], int]:
+    """Slack calls (total, by method) and pings of a day of alert events through the notifier."""
     clock = ManualClock()
     gateway = CountingGateway()
-    delivery = Delivery(gateway, MemoryLedger(), ROUTING, policy=policy, clock=clock)
+    delivery = Delivery(gateway, MemoryLedger(), routing, policy=policy, clock=clock)
     origin = alerts[0].at
     for alert in alerts:
         await run_simulated(delivery, clock, (alert.at - origin).total_seconds())
         await delivery.accept(alert)
     await run_simulated(delivery, clock, clock.now() + 86_400)
-    return sum(gateway.calls.values()), gateway.calls
+    return sum(gateway.calls.values()), gateway.calls, gateway.pings
 
 
 # --- latency -----------------------------------------------------------------------------------
@@ -301,6 +318,16 @@ async def main(argv: Sequence[str] | None = None) -> None:
         f"  {'port closure: 60 loads raised in 2 min, released 1 h later':<58} {total / len(storm):.3f}  "
         f"({total} calls for {len(storm)} events: {detail})"
     )
+
+    lifecycles = len({a.alert_id for a in alerts})
+    print("\nnotifications per lifecycle (pings: top-level posts, broadcasts, replies with a mention):")
+    loud = Routing(ROUTING.default, ROUTING.teams, broadcast_resolutions=frozenset(TEAMS) | {ROUTING.default})
+    for name, routing in (
+        ("resolutions broadcast to the channel (before)", loud),
+        ("resolutions quiet in the thread (default)", ROUTING),
+    ):
+        _, _, pings = await day_through(alerts, DeliveryPolicy(), routing)
+        print(f"  {name:<58} {pings / lifecycles:.3f}  ({pings} pings, {lifecycles} lifecycles)")
 
     sample = [a for a in alerts if a.action == "raised"][: args.latency_events]
     print(f"\nalert -> Slack ack latency, {len(sample)} raised alerts at {args.rate:g}/s (local server):")

@@ -88,6 +88,7 @@ class Delivery:
             latencies=Latencies(self.clock, self.metrics),
             mention=subteam_mention(self.policy.critical_mention),
             reference=reference,
+            broadcasts_resolutions=routing.broadcasts_resolutions,
         )
 
     @property

@@ -9,6 +9,7 @@ and the latency of each event shown is measured (from its Kafka timestamps when 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -121,9 +122,12 @@ class Executor:
         latencies: Latencies,
         mention: str | None,
         reference: Reference = DEFAULT_REFERENCE,
+        broadcasts_resolutions: Callable[[str], bool] = lambda channel: False,
     ) -> None:
-        """`reference`: CBSA offices and the broker directory, for the number to call."""
+        """`reference`: CBSA offices and the broker directory, for the number to call;
+        `broadcasts_resolutions(channel)`: whether a resolution reply there goes to the channel too."""
         self.reference = reference
+        self.broadcasts_resolutions = broadcasts_resolutions
         self.gateway = gateway
         self.ledger = ledger
         self.records = records
@@ -207,10 +211,12 @@ class Executor:
                 rec.intent = None
                 await self.save(key, durable=True)
                 return "adopted"
-        broadcast = owed.startswith(f"{RESOLUTION}:")
+        resolution = owed.startswith(f"{RESOLUTION}:")
+        # A resolution also edits the message: its reply pings the channel only where asked.
+        broadcast = resolution and self.broadcasts_resolutions(rec.channel)
         message = (
             render_resolution(rec.latest, reference=self.reference)
-            if broadcast
+            if resolution
             else render_escalation(rec.latest, mention=self.mention, reference=self.reference)
         )
         rec.intent, rec.intent_at = owed, self.clock.wall()

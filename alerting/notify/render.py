@@ -377,7 +377,8 @@ def render_escalation(
 
 
 def render_resolution(alert: AlertEvent, *, reference: Reference = DEFAULT_REFERENCE) -> SlackMessage:
-    """Final thread reply (broadcast to the channel) when a lifecycle ends."""
+    """Final thread reply when a lifecycle ends (sent to the channel too only where the routing
+    file asks: `broadcast_resolutions`)."""
     card = alert_card(alert, reference)
     text = fit(f"{card.emoji} {escape(card.title)}", MAX_FALLBACK_TEXT)
     blocks = (_section(text), _context(escape(card.footer)))

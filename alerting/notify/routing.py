@@ -7,6 +7,11 @@ The routing file is JSON or TOML (chosen by extension)::
     "east" = "#dispatch-east"
     [ports]
     "0453" = "#windsor-desk"
+    broadcast_resolutions = ["east"]  # optional: teams or channels whose resolutions ping the channel
+
+A resolution edits the alert's message and replies in its thread; by default that reply is not
+sent to the channel too (one notification per load, not two). `broadcast_resolutions` lists the
+teams (or channels) that want the resolution broadcast to the whole channel as well.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ class Routing:
     default: str
     teams: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, str] = field(default_factory=dict)
+    broadcast_resolutions: frozenset[str] = frozenset()
+    """Teams or channels whose resolution replies are also sent to the channel."""
+
+    def broadcasts_resolutions(self, channel: str) -> bool:
+        """Whether a resolution reply in `channel` is also sent to the channel (default: no)."""
+        wanted = self.broadcast_resolutions
+        return channel in wanted or any(self.teams.get(team) == channel for team in wanted)
 
     def channel_for(self, alert: AlertEvent) -> str:
         if alert.dispatch_team and alert.dispatch_team in self.teams:
@@ -56,9 +68,12 @@ def _channel_map(raw: Any, section: str, source: str) -> dict[str, str]:
 
 
 def routing_from_mapping(raw: Mapping[str, Any], *, default_channel: str, source: str = "routing") -> Routing:
-    unknown = set(raw) - {"default", "teams", "ports"}
+    unknown = set(raw) - {"default", "teams", "ports", "broadcast_resolutions"}
     if unknown:
-        raise RoutingError(f"{source}: unknown keys {sorted(unknown)} (expected default, teams, ports)")
+        raise RoutingError(
+            f"{source}: unknown keys {sorted(unknown)} "
+            "(expected default, teams, ports, broadcast_resolutions)"
+        )
     default = raw.get("default", default_channel)
     if not isinstance(default, str) or not default.strip():
         raise RoutingError(f"{source}: default must be a non-empty channel name or id")
@@ -66,7 +81,16 @@ def routing_from_mapping(raw: Mapping[str, Any], *, default_channel: str, source
         default=default.strip(),
         teams=_channel_map(raw.get("teams"), "teams", source),
         ports=_channel_map(raw.get("ports"), "ports", source),
+        broadcast_resolutions=_names(raw.get("broadcast_resolutions"), source),
     )
+
+
+def _names(raw: Any, source: str) -> frozenset[str]:
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.strip() for x in raw):
+        raise RoutingError(f"{source}: broadcast_resolutions must be a list of team or channel names")
+    return frozenset(x.strip() for x in raw)
 
 
 def load_routing(path: Path | None, *, default_channel: str) -> Routing:

@@ -23,7 +23,7 @@ from alerting.notify.clock import ManualClock
 from alerting.notify.delivery import Delivery, DeliveryPolicy, Origin, run_simulated
 from alerting.notify.ledger import AlertRecord, MemoryLedger
 from alerting.notify.metrics import CountingMetrics
-from alerting.notify.routing import Routing
+from alerting.notify.routing import Routing, RoutingError, routing_from_mapping
 from alerting.notify.slack import SlackWebGateway, make_web_client
 from schemas.alerts import AlertEvent
 from tests.fixtures.slack import ALERT_T0, SlackTestServer, make_alert
@@ -71,9 +71,10 @@ def new_delivery(
     ledger: MemoryLedger,
     metrics: CountingMetrics,
     policy: DeliveryPolicy,
+    routing: Routing = ROUTING,
 ) -> Delivery:
     gateway = SlackWebGateway(make_web_client(SecretStr("xoxb-test"), slack.base_url))
-    return Delivery(gateway, ledger, ROUTING, policy=policy, clock=clock, metrics=metrics)
+    return Delivery(gateway, ledger, routing, policy=policy, clock=clock, metrics=metrics)
 
 
 @pytest_asyncio.fixture
@@ -115,7 +116,8 @@ async def test_one_message_per_lifecycle_updated_in_place_with_thread_replies(ri
     escalation, resolution = rig.slack.replies("#dispatch", parent.ts)
     assert "CRITICAL" in escalation.text and "<!subteam^S0CRIT>" in escalation.text
     assert not escalation.reply_broadcast
-    assert resolution.reply_broadcast and "released" in resolution.text
+    # Quiet by default: the edit and the thread reply, no second ping to the whole channel.
+    assert not resolution.reply_broadcast and "released" in resolution.text
 
 
 async def test_duplicates_and_stale_events_are_dropped(rig: Rig) -> None:
@@ -268,19 +270,41 @@ async def test_held_warning_that_clears_is_never_posted_but_escalation_posts_at_
     assert sorted(parents(rig.slack)) == ["H2", "H3"]  # H1 stays unposted: it cleared while held
 
 
-async def test_broadcast_reply_only_for_configured_outcomes(rig: Rig) -> None:
+async def test_a_resolution_reply_only_for_configured_outcomes_broadcast_only_where_asked(
+    rig: Rig,
+) -> None:
     policy = DeliveryPolicy(resolution_reply_outcomes=frozenset({"released"}))
-    rig.delivery = new_delivery(rig.slack, rig.clock, rig.ledger, rig.metrics, policy)
-    await rig.feed(make_alert("O1"), make_alert("O2"))
+    routing = Routing(default="#dispatch", teams={"east": "#east"}, broadcast_resolutions=frozenset({"east"}))
+    rig.delivery = new_delivery(rig.slack, rig.clock, rig.ledger, rig.metrics, policy, routing)
+    await rig.feed(make_alert("O1"), make_alert("O2"), make_alert("E1", team="east"))
     await rig.settle(10)
     await rig.feed(
         make_alert("O1", 2, "resolved", outcome="released"),
         make_alert("O2", 2, "resolved", outcome="cleared"),
+        make_alert("E1", 2, "resolved", outcome="released", team="east"),
     )
     await rig.settle()
-    broadcasts = [m for m in rig.slack.all_messages() if m.reply_broadcast]
-    assert [m.metadata["event_payload"]["key"] for m in broadcasts if m.metadata] == ["O1:resolution:2"]
+    replies = {
+        m.metadata["event_payload"]["key"]: m.reply_broadcast
+        for m in rig.slack.all_messages()
+        if m.metadata and ":resolution:" in m.metadata["event_payload"]["key"]
+    }
+    assert replies == {"O1:resolution:2": False, "E1:resolution:2": True}  # O2 cleared: edit only
     assert all("Resolved" in m.text for m in rig.slack.top_level("#dispatch"))
+
+
+def test_the_routing_file_names_who_wants_resolutions_broadcast() -> None:
+    routing = routing_from_mapping(
+        {"teams": {"east": "#east"}, "broadcast_resolutions": ["east", "#windsor-desk"]},
+        default_channel="#dispatch",
+    )
+    assert [routing.broadcasts_resolutions(c) for c in ("#east", "#windsor-desk", "#dispatch")] == [
+        True,
+        True,
+        False,
+    ]
+    with pytest.raises(RoutingError, match="broadcast_resolutions must be a list"):
+        routing_from_mapping({"broadcast_resolutions": "east"}, default_channel="#dispatch")
 
 
 async def test_revoking_a_partition_mid_call_neither_crashes_nor_blocks_the_channel(rig: Rig) -> None:
