@@ -255,9 +255,9 @@ class Worker:
             skipped,
         )
 
-    def forget_offsets(self, keep: set[int]) -> None:
-        """A partition given up: its next delivery (after it comes back) starts a new run."""
-        for key in [key for key in self.last_offsets if key[1] not in keep]:
+    def forget_offsets(self, assigned: set[tuple[str, int]]) -> None:
+        """A topic partition given up: its next delivery (after it comes back) starts a new run."""
+        for key in [key for key in self.last_offsets if key not in assigned]:
             del self.last_offsets[key]
 
     def apply(self, record: RawRecord) -> Output:
@@ -389,7 +389,7 @@ def _on_rebalance(app: faust.App, worker: Worker) -> None:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:
         keep = {tp.partition for tp in assigned if tp.topic == worker.topology.control_name}
-        worker.forget_offsets(keep)
+        worker.forget_offsets({(tp.topic, tp.partition) for tp in assigned})
         for partition in worker.partitions.keep_only(keep):
             worker.batcher.revoke(partition)  # never ack what this worker did not write
             worker.deliveries.drop(partition)
