@@ -176,19 +176,19 @@ def test_the_board_turns_a_row_green_when_the_carm_fix_arrives(
         driver.get(base + "/?token=board-token")  # sets the cookie, back to the board
         driver.get_log("browser")  # drop the expected 401 of the tokenless visit
 
-        def row_severity() -> str | None:
+        def row_property(name: str) -> str | None:
             # Read in one script: the board may re-render the row between a find and a read.
             found = driver.execute_script(
                 "const row = document.querySelector('tr.load[data-ccn=\"WEBT200\"]');"
-                "return row ? row.dataset.severity : null;"
+                f"return row ? row.{name} : null;"
             )
             return found if isinstance(found, str) else None
 
+        def row_severity() -> str | None:
+            return row_property("dataset.severity")
+
         _wait(lambda: row_severity() == "critical", 30, "the critical row on the board")
-        row_text = driver.execute_script(
-            "const row = document.querySelector('tr.load[data-ccn=\"WEBT200\"]');"
-            "return row ? row.innerText : '';"
-        )
+        row_text = row_property("innerText") or ""
         assert "RPP" in row_text or "Release Prior to Payment" in row_text
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_DOWN)  # keyboard: rows take focus
         assert driver.switch_to.active_element.get_attribute("data-ccn") is not None
