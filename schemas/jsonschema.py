@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter
 
+from schemas.actions import DispatchAction
 from schemas.alerts import AlertEvent
 from schemas.carm import CarmEvent
 from schemas.deadletter import DeadLetter
@@ -44,6 +45,12 @@ _SCHEMAS: Final[dict[str, tuple[Any, str, str]]] = {
         AlertEvent,
         "holdwatch.alerts",
         "Topic holdwatch.alerts (key: ccn): alert lifecycle events raised, updated, resolved.",
+    ),
+    "holdwatch.actions.json": (
+        DispatchAction,
+        "holdwatch.actions",
+        "Topic holdwatch.actions (key: ccn): dispatch acting on an alert in Slack (acknowledge, snooze, "
+        "release), applied once per action_id.",
     ),
     "holdwatch.deadletter.json": (
         DeadLetter,

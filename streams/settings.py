@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     topic_carm: str = "carm.readiness"
     topic_alerts: str = "holdwatch.alerts"
     topic_deadletter: str = "holdwatch.deadletter"
+    topic_actions: str = "holdwatch.actions"
     partitions: int = Field(default=6, ge=1, description="partitions of every topic (inputs must match)")
     replication_factor: int = Field(default=1, ge=1)
 
@@ -111,6 +112,24 @@ class Settings(BaseSettings):
     slack_min_interval_s: float = Field(default=1.0, ge=0)
     storm_threshold: int = Field(default=10, ge=2)
     storm_window_s: float = Field(default=120.0, gt=0)
+    slack_app_token: SecretStr | None = Field(
+        default=None,
+        description="app-level token (xapp-...): buttons and /holdwatch over Socket Mode, no public endpoint",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="signing secret: buttons and /holdwatch over the HTTP Request URL (when no app token)",
+    )
+    slack_interactions_bind: str = Field(default="0.0.0.0", description="HTTP Request URL mode: address")
+    slack_interactions_port: int = Field(default=3000, ge=0, le=65535, description="HTTP Request URL mode: port")
+    slack_actor_groups: tuple[str, ...] = Field(
+        default=(),
+        description='user group ids whose members may act on any alert, a JSON list ["S0123ABC"]; '
+        "members of the alert's channel always may",
+    )
+    escalate_after_min: float = Field(
+        default=10.0, gt=0, description="a critical alert nobody acknowledged is escalated to on-call after this"
+    )
     notify_replayed: bool = Field(
         default=False,
         description="deliver alerts of replayed traffic (hw-traffic: replay) to Slack; only for a replay "

@@ -27,28 +27,40 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from alerting.notify.actions import ActionOutcome, decide, page_due, watch
 from alerting.notify.clock import Clock, ManualClock, SystemClock
 from alerting.notify.executor import Executor, Latencies, Origin, Records
 from alerting.notify.gateway import SlackCallError, SlackGateway
-from alerting.notify.ledger import DIGEST_PREFIX, AlertRecord, DigestRecord, Ledger, LedgerError
+from alerting.notify.ledger import (
+    DIGEST_PREFIX,
+    HANDOVER_PREFIX,
+    AlertRecord,
+    DigestRecord,
+    Ledger,
+    LedgerError,
+)
 from alerting.notify.metrics import NotifyMetrics, NullMetrics
 from alerting.notify.planner import (
+    NOTE,
     Plan,
     Timers,
     is_duplicate,
     next_call,
     plan_first,
     plan_next,
+    reply_key,
     skip_reason,
 )
 from alerting.notify.policy import DeliveryPolicy
-from alerting.notify.render import DEFAULT_REFERENCE, Reference, subteam_mention
+from alerting.notify.render import DEFAULT_REFERENCE, Reference, alert_zone, short_time, subteam_mention
 from alerting.notify.retention import Retention
 from alerting.notify.routing import Routing
 from alerting.notify.scheduler import ChannelState, Scheduler
+from schemas.actions import DispatchAction
 from schemas.alerts import AlertEvent
 
 __all__ = ["Delivery", "DeliveryPolicy", "Origin", "run_simulated"]
@@ -89,6 +101,8 @@ class Delivery:
             mention=subteam_mention(self.policy.critical_mention),
             reference=reference,
             broadcasts_resolutions=routing.broadcasts_resolutions,
+            oncall=routing.oncall.group_for,
+            escalation_channel=routing.escalation_channel,
         )
 
     @property
@@ -115,7 +129,7 @@ class Delivery:
         wanted = None if partitions is None else set(partitions)
         restored: list[AlertRecord] = []
         for key, entry in entries.items():
-            if key in self.alerts or key in self.digests:
+            if key in self.alerts or key in self.digests or key.startswith(HANDOVER_PREFIX):
                 continue  # what this process holds is at least as new as what it wrote
             try:
                 if entry.get("kind") == "digest":
@@ -180,14 +194,17 @@ class Delivery:
             return False
         if rec is None:
             rec = AlertRecord(alert.alert_id, self.routing.channel_for(alert), alert, partition=partition)
+            rec.replayed = origin is not None and origin.traffic == "replay"
+            self._watch(rec, None)
             self.alerts[alert.alert_id] = rec
             self.scheduler.channel(rec.channel)
             in_storm = alert.action != "resolved" and self.scheduler.in_storm(rec.channel)
             await self._apply_first(rec, plan_first(alert, in_storm=in_storm, now=now, policy=self.policy))
         else:
             plan = plan_next(rec, alert, self.records.timers_of(rec.alert_id), now=now, policy=self.policy)
-            rec.latest = alert
+            previous, rec.latest = rec.latest, alert
             rec.partition = partition if partition is not None else rec.partition
+            self._watch(rec, previous)
             self._apply_next(rec, plan)
         if rec.silent:
             self.executor.latencies.forget(rec.alert_id)  # never shown: nothing to measure
@@ -201,6 +218,55 @@ class Delivery:
             await self.prune()
         self.metrics.pending(self.pending_count())
         return True
+
+    def _watch(self, rec: AlertRecord, previous: AlertEvent | None) -> None:
+        """Escalation starts counting when a lifecycle turns critical; a new critical reason (or
+        the turn to critical) ends a snooze, and the thread is told."""
+        if not self.policy.interactive:
+            return
+        ownership, ended = watch(rec.ownership, previous, rec.latest, now=self.clock.wall())
+        if ended and rec.ts is not None:
+            key = reply_key(NOTE, rec.latest.seq)
+            rec.notes[key] = "Snooze ended: this load has a new critical reason."
+            rec.owed.append(key)
+        rec.ownership = ownership
+
+    async def accept_action(self, action: DispatchAction) -> ActionOutcome:
+        """Apply what dispatch did in Slack (from topic holdwatch.actions) to its lifecycle, once per
+        action id: the message shows the owner, the thread says what happened, escalation stops
+        or restarts. The ledger entry is queued; the caller flushes before committing the offset."""
+        rec = self.alerts.get(action.alert_id)
+        if rec is None:
+            outcome: ActionOutcome = "unknown_alert"
+        else:
+            zone = alert_zone(rec.latest, self.executor.reference)
+            decision = decide(rec.ownership, rec.latest, action, fmt=lambda at: short_time(at, zone))
+            outcome = decision.outcome
+            if outcome in ("applied", "unchanged"):
+                rec.ownership = decision.ownership
+            if decision.note is not None:
+                key = reply_key(NOTE, len(rec.ownership.applied)) + f".{int(action.at.timestamp())}"
+                rec.notes[key] = decision.note
+                rec.owed.append(key)
+            if outcome == "applied":
+                rec.restyle = True
+                self._set_edit_now(rec)
+                self._reschedule_alert(rec)
+                if action.kind == "acknowledge":
+                    seconds = (action.at - rec.latest.first_raised_at).total_seconds()
+                    self.metrics.acknowledged_after(max(0.0, seconds))
+            if outcome != "duplicate":
+                await self.executor.save(rec.alert_id, durable=False)
+        self.metrics.action(action.kind, outcome)
+        log.info(
+            "action %s by %s (%s) on alert %s (CCN %s): %s",
+            action.kind, action.user_name or "-", action.user_id, action.alert_id, action.ccn, outcome,
+        )  # fmt: skip
+        return outcome
+
+    def _set_edit_now(self, rec: AlertRecord) -> None:
+        timers = self.records.timers_of(rec.alert_id)
+        self.records.timers[rec.alert_id] = replace(timers, edit_due=self.clock.now())
 
     async def _apply_first(self, rec: AlertRecord, plan: Plan) -> None:
         self.records.timers[rec.alert_id] = plan.timers
@@ -320,9 +386,26 @@ class Delivery:
 
     # --- scheduling ----------------------------------------------------------------------------
 
+    def _page_timers(self, rec: AlertRecord) -> Timers:
+        """The lifecycle's timers with its next on-call page (monotonic) from its wall-clock due."""
+        timers = self.records.timers_of(rec.alert_id)
+        due = None
+        if self.policy.interactive:
+            due = page_due(
+                rec,
+                escalate_after_s=self.policy.escalate_after_s,
+                second_before_eta_s=self.policy.second_page_before_eta_s,
+            )
+        if due is None:
+            return replace(timers, page_due=None, page_level=0)
+        level, wall = due
+        return replace(timers, page_due=self.clock.now() + (wall - self.clock.wall()), page_level=level)
+
     def _reschedule_alert(self, rec: AlertRecord) -> None:
         current = self.alerts.get(rec.alert_id) is rec
-        timers = self.records.timers_of(rec.alert_id)
+        timers = self._page_timers(rec) if current else self.records.timers_of(rec.alert_id)
+        if current:
+            self.records.timers[rec.alert_id] = timers
         call = next_call(rec, timers) if current else None
         if call is not None:
             self.scheduler.set_due(rec.channel, rec.alert_id, call.due)

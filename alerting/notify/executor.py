@@ -13,19 +13,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from alerting.notify.actions import page_due
 from alerting.notify.clock import Clock
 from alerting.notify.gateway import Posted, SlackCallError, SlackGateway
 from alerting.notify.ledger import DIGEST_PREFIX, AlertRecord, DigestRecord, Ledger
 from alerting.notify.metrics import NotifyMetrics
-from alerting.notify.planner import EDIT, POST, RESOLUTION, NextCall, Timers, reply_seq
+from alerting.notify.planner import (
+    EDIT,
+    NOTE,
+    ONCALL_POST,
+    PAGE,
+    POST,
+    RESOLUTION,
+    NextCall,
+    Timers,
+    is_seq_reply,
+    reply_key,
+    reply_seq,
+)
 from alerting.notify.policy import DeliveryPolicy
 from alerting.notify.render import (
     DEFAULT_REFERENCE,
     Reference,
     SlackMessage,
+    alert_zone,
     render_alert,
     render_escalation,
+    render_note,
+    render_note_prefix,
+    render_page,
     render_resolution,
+    with_dispatch,
 )
 from alerting.notify.scheduler import ChannelState
 from alerting.notify.storm import render_digest
@@ -123,9 +141,15 @@ class Executor:
         mention: str | None,
         reference: Reference = DEFAULT_REFERENCE,
         broadcasts_resolutions: Callable[[str], bool] = lambda channel: False,
+        oncall: Callable[[AlertEvent], str | None] = lambda alert: None,
+        escalation_channel: str | None = None,
     ) -> None:
         """`reference`: CBSA offices and the broker directory, for the number to call;
-        `broadcasts_resolutions(channel)`: whether a resolution reply there goes to the channel too."""
+        `broadcasts_resolutions(channel)`: whether a resolution reply there goes to the channel too;
+        `oncall(alert)`: the user group paged when nobody acknowledges it; `escalation_channel`:
+        where those pages are posted too."""
+        self.oncall = oncall
+        self.escalation_channel = escalation_channel
         self.reference = reference
         self.broadcasts_resolutions = broadcasts_resolutions
         self.gateway = gateway
@@ -154,6 +178,8 @@ class Executor:
             return await self._post_alert(ch, rec)
         if call.action == EDIT:
             return await self._edit_alert(rec)
+        if call.action.startswith(f"{PAGE}:"):
+            return await self._page(ch, rec, reply_seq(call.action))
         return await self._reply(ch, rec, call.action)
 
     async def _post_alert(self, ch: ChannelState, rec: AlertRecord) -> Outcome:
@@ -180,7 +206,7 @@ class Executor:
         )
         rec.ts, rec.channel_id, ch.channel_id = posted.ts, posted.channel_id, posted.channel_id
         rec.shown_seq, rec.shown_fp, rec.intent = sent.seq, message.fingerprint(), None
-        rec.owed = [k for k in rec.owed if reply_seq(k) > sent.seq]
+        rec.owed = [k for k in rec.owed if not is_seq_reply(k) or reply_seq(k) > sent.seq]
         self._set_timers(key, post_due=None)
         await self.save(key, durable=False)  # the durable intent covers a crash before this lands
         self.latencies.shown(key, sent.seq)
@@ -194,49 +220,116 @@ class Executor:
             assert rec.ts is not None and rec.channel_id is not None
             await self._call("chat.update", self.gateway.update(rec.channel_id, rec.ts, message))
             outcome = "sent"
-        rec.shown_seq, rec.shown_fp = sent.seq, message.fingerprint()
+        rec.shown_seq, rec.shown_fp, rec.restyle = sent.seq, message.fingerprint(), False
         self._set_timers(rec.alert_id, edit_due=None)
         await self.save(rec.alert_id, durable=False)
         self.latencies.shown(rec.alert_id, sent.seq)
         return outcome
 
     async def _reply(self, ch: ChannelState, rec: AlertRecord, owed: str) -> Outcome:
-        """Post the owed thread reply `owed` (escalation or resolution) under the lifecycle's message."""
+        """Post the owed reply `owed` under the lifecycle's message (escalation, resolution, a note
+        on what dispatch did), or a page's post in the escalation channel."""
         key, thread_key = rec.alert_id, f"{rec.alert_id}:{owed}"
         assert rec.ts is not None
-        if rec.intent == owed:
+        elsewhere = owed.startswith(f"{ONCALL_POST}:")
+        if rec.intent == owed and not elsewhere:  # a post elsewhere is at least once: not looked for
             found, _ = await self._find(ch, rec.channel_id, thread_key, rec.intent_at, rec.ts)
             if found is not None:
-                rec.owed.remove(owed)
-                rec.intent = None
+                self._settle_reply(rec, owed)
                 await self.save(key, durable=True)
                 return "adopted"
-        resolution = owed.startswith(f"{RESOLUTION}:")
         # A resolution also edits the message: its reply pings the channel only where asked.
-        broadcast = resolution and self.broadcasts_resolutions(rec.channel)
-        message = (
-            render_resolution(rec.latest, reference=self.reference)
-            if resolution
-            else render_escalation(rec.latest, mention=self.mention, reference=self.reference)
-        )
+        broadcast = owed.startswith(f"{RESOLUTION}:") and self.broadcasts_resolutions(rec.channel)
+        message = self.reply_message(rec, owed)
         rec.intent, rec.intent_at = owed, self.clock.wall()
         await self.save(key, durable=True)
-        await self._call(
-            "chat.postMessage",
-            self.gateway.post(
-                rec.channel_id or rec.channel, message, key=thread_key, thread_ts=rec.ts, broadcast=broadcast
-            ),
-        )
-        rec.owed.remove(owed)
-        rec.intent = None
+        if elsewhere and self.escalation_channel:
+            post = self.gateway.post(self.escalation_channel, message, key=thread_key)
+        else:
+            channel = rec.channel_id or rec.channel
+            post = self.gateway.post(channel, message, key=thread_key, thread_ts=rec.ts, broadcast=broadcast)
+        await self._call("chat.postMessage", post)
+        self._settle_reply(rec, owed)
         await self.save(key, durable=False)
         return "sent"
 
+    def _settle_reply(self, rec: AlertRecord, owed: str) -> None:
+        if owed in rec.owed:
+            rec.owed.remove(owed)
+        rec.notes.pop(owed, None)
+        rec.intent = None
+
+    def reply_message(self, rec: AlertRecord, owed: str) -> SlackMessage:
+        """What the owed reply says; the owner, if any, is mentioned (they handle the load)."""
+        owner = f"<@{rec.ownership.owner}>" if rec.ownership.owner else None
+        kind = owed.split(":", 1)[0]
+        if kind == RESOLUTION:
+            message = render_resolution(rec.latest, reference=self.reference)
+            return render_note_prefix(message, owner)
+        if kind == NOTE:
+            return render_note(rec.notes.get(owed, "holdwatch noted a change."))
+        if kind == ONCALL_POST:
+            return self.page_message(rec, reply_seq(owed), channel=rec.channel)
+        return render_note_prefix(
+            render_escalation(rec.latest, mention=self.mention, reference=self.reference), owner
+        )
+
+    def page_message(self, rec: AlertRecord, level: int, *, channel: str | None = None) -> SlackMessage:
+        since = rec.ownership.watch_from or self.clock.wall()
+        return render_page(
+            rec.latest,
+            level,
+            group=self.oncall(rec.latest),
+            minutes_unowned=max(0.0, self.clock.wall() - since) / 60,
+            reference=self.reference,
+            channel=channel,
+        )
+
+    async def _page(self, ch: ChannelState, rec: AlertRecord, level: int) -> Outcome:
+        """Escalate an unowned critical lifecycle to on-call in its thread (once per level)."""
+        due = page_due(
+            rec,
+            escalate_after_s=self.policy.escalate_after_s,
+            second_before_eta_s=self.policy.second_page_before_eta_s,
+        )
+        if due is None or due[0] != level or due[1] > self.clock.wall():
+            return "local"  # acknowledged, resolved or snoozed meanwhile
+        owed = reply_key(PAGE, level)
+        if rec.intent == owed:
+            found, _ = await self._find(ch, rec.channel_id, f"{rec.alert_id}:{owed}", rec.intent_at, rec.ts)
+            if found is not None:
+                return await self._paged(rec, level)
+        rec.intent, rec.intent_at = owed, self.clock.wall()
+        await self.save(rec.alert_id, durable=True)
+        assert rec.ts is not None
+        message = self.page_message(rec, level)
+        channel = rec.channel_id or rec.channel
+        await self._call(
+            "chat.postMessage",
+            self.gateway.post(
+                channel, message, key=f"{rec.alert_id}:{owed}", thread_ts=rec.ts, broadcast=True
+            ),
+        )
+        await self._paged(rec, level)
+        return "sent"
+
+    async def _paged(self, rec: AlertRecord, level: int) -> Outcome:
+        rec.ownership = replace(rec.ownership, pages=level, paged_at=self.clock.wall())
+        rec.intent = None
+        if self.escalation_channel:
+            rec.owed.append(reply_key(ONCALL_POST, level))
+        self.metrics.paged(level)
+        await self.save(rec.alert_id, durable=True)
+        return "adopted"
+
     def alert_message(self, rec: AlertRecord) -> SlackMessage:
         message = render_alert(rec.latest, mention=self.mention, reference=self.reference)
+        if self.policy.interactive:
+            zone = alert_zone(rec.latest, self.reference)
+            message = with_dispatch(message, rec.latest, rec.ownership, zone=zone, now=self.clock.wall())
         return SlackMessage(text=message.text, plain=message.plain) if rec.text_only else message
 
-    def _set_timers(self, key: str, **changes: float | None) -> None:
+    def _set_timers(self, key: str, **changes: Any) -> None:
         self.records.timers[key] = replace(self.records.timers_of(key), **changes)
 
     # --- digests -------------------------------------------------------------------------------

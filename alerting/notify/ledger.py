@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from schemas.alerts import AlertEvent
 
 DIGEST_PREFIX = "digest:"
+HANDOVER_PREFIX = "handover:"  # a channel's last shift handover posted (alerting.notify.handover)
 
 
 class Ledger(Protocol):
@@ -32,6 +33,61 @@ class Ledger(Protocol):
 
 class LedgerError(ValueError):
     """A ledger entry that cannot be read back."""
+
+
+MAX_APPLIED = 32
+"""Action ids a lifecycle remembers, to apply a click Slack delivers twice only once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """Who handles a lifecycle (dispatch acted in Slack), and when nobody-acted escalation is due.
+
+    Times are wall-clock epoch seconds (they survive restarts in the ledger). `watch_from` is
+    when the lifecycle last became critical and unowned: escalation counts from it."""
+
+    owner: str | None = None  # Slack user id
+    owner_name: str | None = None
+    owned_at: float | None = None
+    snoozed_until: float | None = None
+    snoozed_by: str | None = None
+    watch_from: float | None = None
+    pages: int = 0  # on-call escalations posted since watch_from
+    paged_at: float | None = None  # when the last of them was posted
+    applied: tuple[str, ...] = ()  # the newest MAX_APPLIED action ids applied
+
+    def to_entry(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "owner_name": self.owner_name,
+            "owned_at": self.owned_at,
+            "snoozed_until": self.snoozed_until,
+            "snoozed_by": self.snoozed_by,
+            "watch_from": self.watch_from,
+            "pages": self.pages,
+            "paged_at": self.paged_at,
+            "applied": list(self.applied),
+        }
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any] | None) -> Ownership:
+        if not entry:
+            return cls()
+        return cls(
+            owner=entry.get("owner"),
+            owner_name=entry.get("owner_name"),
+            owned_at=_float_or_none(entry.get("owned_at")),
+            snoozed_until=_float_or_none(entry.get("snoozed_until")),
+            snoozed_by=entry.get("snoozed_by"),
+            watch_from=_float_or_none(entry.get("watch_from")),
+            pages=int(entry.get("pages", 0)),
+            paged_at=_float_or_none(entry.get("paged_at")),
+            applied=tuple(str(a) for a in entry.get("applied", [])),
+        )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass
@@ -52,6 +108,10 @@ class AlertRecord:
     digest: str | None = None  # grouped into this storm digest instead of its own message
     silent: bool = False  # over before anything reached Slack: never to be shown
     text_only: bool = False  # Slack rejected our blocks once: send the fallback text only
+    ownership: Ownership = field(default_factory=Ownership)
+    notes: dict[str, str] = field(default_factory=dict)  # owed reply key -> its text (actions, pages)
+    replayed: bool = False  # replayed traffic: never escalated to on-call
+    restyle: bool = False  # the message must be edited though its seq is shown (ownership changed)
 
     def to_entry(self) -> dict[str, Any]:
         return {
@@ -69,6 +129,10 @@ class AlertRecord:
             "digest": self.digest,
             "silent": self.silent,
             "text_only": self.text_only,
+            "ownership": self.ownership.to_entry(),
+            "notes": dict(self.notes),
+            "replayed": self.replayed,
+            "restyle": self.restyle,
             "latest": self.latest.model_dump(mode="json"),
         }
 
@@ -91,6 +155,10 @@ class AlertRecord:
                 digest=entry.get("digest"),
                 silent=bool(entry.get("silent", False)),
                 text_only=bool(entry.get("text_only", False)),
+                ownership=Ownership.from_entry(entry.get("ownership")),
+                notes={str(k): str(v) for k, v in (entry.get("notes") or {}).items()},
+                replayed=bool(entry.get("replayed", False)),
+                restyle=bool(entry.get("restyle", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"unreadable alert ledger entry: {exc}") from exc
@@ -100,7 +168,8 @@ class AlertRecord:
         """Slack shows the latest state and owes nothing (or the lifecycle lives in a digest)."""
         if self.digest is not None or self.silent:
             return True
-        return self.ts is not None and self.shown_seq >= self.latest.seq and not self.owed
+        shown = self.ts is not None and self.shown_seq >= self.latest.seq and not self.restyle
+        return shown and not self.owed
 
 
 @dataclass

@@ -17,6 +17,9 @@ class NotifyMetrics(Protocol):
     def storm_grouped(self) -> None: ...
     def skipped(self, reason: str) -> None: ...
     def pending(self, count: int) -> None: ...
+    def action(self, kind: str, outcome: str) -> None: ...
+    def acknowledged_after(self, seconds: float) -> None: ...
+    def paged(self, level: int) -> None: ...
 
 
 class NullMetrics:
@@ -52,6 +55,15 @@ class NullMetrics:
     def pending(self, count: int) -> None:
         pass
 
+    def action(self, kind: str, outcome: str) -> None:
+        pass
+
+    def acknowledged_after(self, seconds: float) -> None:
+        pass
+
+    def paged(self, level: int) -> None:
+        pass
+
 
 class CountingMetrics:
     """In-memory counts and latencies, for tests and benchmarks."""
@@ -63,6 +75,9 @@ class CountingMetrics:
         self.end_to_end_latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.pending_now = 0
+        self.actions: Counter[tuple[str, str]] = Counter()
+        self.ack_latencies: list[float] = []
+        self.pages: Counter[int] = Counter()
 
     def slack_call(self, method: str, outcome: str) -> None:
         self.calls[(method, outcome)] += 1
@@ -93,3 +108,12 @@ class CountingMetrics:
 
     def pending(self, count: int) -> None:
         self.pending_now = count
+
+    def action(self, kind: str, outcome: str) -> None:
+        self.actions[(kind, outcome)] += 1
+
+    def acknowledged_after(self, seconds: float) -> None:
+        self.ack_latencies.append(seconds)
+
+    def paged(self, level: int) -> None:
+        self.pages[level] += 1

@@ -28,6 +28,11 @@ POST = "post"
 EDIT = "edit"
 ESCALATION = "escalation"
 RESOLUTION = "resolution"
+PAGE = "page"  # on-call escalation of an unowned critical: "page:1", "page:2" (due by time, not owed)
+NOTE = "note"  # a thread reply saying what dispatch did or what ended a snooze: text in `rec.notes`
+ONCALL_POST = "oncall-post"  # the page's post in the escalation channel, owed after the thread page
+SEQ_REPLIES = (ESCALATION, RESOLUTION)
+"""Replies owed for one event's seq: a new post showing a later seq makes them moot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,8 @@ class Timers:
 
     post_due: float | None = None  # a held-back warning is posted then
     edit_due: float | None = None  # pending edits are batched into one chat.update then
+    page_due: float | None = None  # the next on-call page ("page:N", N = page_level) is due then
+    page_level: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +137,18 @@ def next_call(rec: AlertRecord, timers: Timers) -> NextCall | None:
     for key in rec.owed:
         if key.startswith(f"{ESCALATION}:"):
             return NextCall(key, -math.inf)
-    if rec.shown_seq < rec.latest.seq:
-        return NextCall(EDIT, _or_now(timers.edit_due))
-    if rec.owed:
-        return NextCall(rec.owed[0], -math.inf)
-    return None
+    call: NextCall | None = None
+    if rec.shown_seq < rec.latest.seq or rec.restyle:
+        call = NextCall(EDIT, _or_now(timers.edit_due))
+    elif rec.owed:
+        call = NextCall(rec.owed[0], -math.inf)
+    if timers.page_due is not None and (call is None or timers.page_due < call.due):
+        return NextCall(reply_key(PAGE, timers.page_level), timers.page_due)
+    return call
+
+
+def is_seq_reply(key: str) -> bool:
+    return key.split(":", 1)[0] in SEQ_REPLIES
 
 
 def _or_now(due: float | None) -> float:

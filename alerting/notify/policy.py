@@ -32,3 +32,8 @@ class DeliveryPolicy:
     ledger_retention: timedelta = timedelta(hours=72)
     # How far the event-time clock moves between two pruning passes (batches, not one per event).
     prune_interval: timedelta = timedelta(hours=1)
+    # Dispatch can act in Slack (a transport is configured): messages carry Acknowledge / Snooze /
+    # Release and unacknowledged criticals escalate to on-call. Off: read-only messages, no pages.
+    interactive: bool = False
+    escalate_after_s: float = 600.0  # a critical alert nobody owns is escalated to on-call after this
+    second_page_before_eta_s: float = 1800.0  # ... and once more this long before its ETA

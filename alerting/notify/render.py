@@ -20,6 +20,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from alerting.notify.actions import ACK_BUTTON, RELEASE_BUTTON, SNOOZE_CHOICES, SNOOZE_MENU
+from alerting.notify.ledger import Ownership
 from schemas.alerts import AlertEvent, ReasonDetail
 from schemas.brokers import BrokerDirectory
 from schemas.ports import PORTS, Port
@@ -419,3 +421,153 @@ def card_to_console(card: AlertCard) -> str:
             lines.append(f"      call: {r.call}")
     lines.append(f"  {card.footer}")
     return "\n".join(lines)
+
+
+# --- dispatch acting in Slack (buttons, ownership, notes, on-call pages) ----------------------------
+
+
+def short_time(at: datetime, zone: tzinfo) -> str:
+    return at.astimezone(zone).strftime("%H:%M %Z")
+
+
+def alert_zone(alert: AlertEvent, reference: Reference = DEFAULT_REFERENCE) -> tzinfo:
+    port = port_info(alert.port_of_entry, reference.ports)
+    return port.tz if port is not None else UTC
+
+
+def ownership_text(ownership: Ownership, zone: tzinfo, *, now: float | None = None) -> str:
+    """One line (escaped mrkdwn): who owns the load since when, and a snooze still running."""
+    parts = []
+    if ownership.owner:
+        since = datetime.fromtimestamp(ownership.owned_at or 0, UTC)
+        parts.append(f":bust_in_silhouette: Owned by *{escape(ownership.owner_name or ownership.owner)}*"
+                     f" since {short_time(since, zone)}")  # fmt: skip
+    else:
+        parts.append(":grey_question: *Unowned*: Acknowledge to take it")
+    until = ownership.snoozed_until
+    if until is not None and (now is None or until > now):
+        parts.append(f":zzz: snoozed until {short_time(datetime.fromtimestamp(until, UTC), zone)}")
+    return " · ".join(parts)
+
+
+def _option(label: str, value: str) -> dict[str, Any]:
+    return {"text": {"type": "plain_text", "text": label}, "value": value}
+
+
+def action_elements(alert_id: str, ownership: Ownership) -> list[dict[str, Any]]:
+    """Acknowledge (or Take over), Snooze (a menu) and, when owned, Release; every value carries
+    the lifecycle id (≤ 2000 chars, Slack's limit, by far)."""
+    ack_label = "Take over" if ownership.owner else "Acknowledge"
+    elements: list[dict[str, Any]] = [
+        {
+            "type": "button",
+            "action_id": ACK_BUTTON,
+            "text": {"type": "plain_text", "text": ack_label},
+            "value": alert_id,
+            "style": "primary",
+        },
+        {
+            "type": "static_select",
+            "action_id": SNOOZE_MENU,
+            "placeholder": {"type": "plain_text", "text": "Snooze"},
+            "options": [_option(label, f"{choice}|{alert_id}") for choice, label in SNOOZE_CHOICES.items()],
+        },
+    ]
+    if ownership.owner:
+        elements.append(
+            {
+                "type": "button",
+                "action_id": RELEASE_BUTTON,
+                "text": {"type": "plain_text", "text": "Release"},
+                "value": alert_id,
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Release this load?"},
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": "Nobody will own it; on-call is paged if it stays critical.",
+                    },
+                    "confirm": {"type": "plain_text", "text": "Release"},
+                    "deny": {"type": "plain_text", "text": "Keep it"},
+                },
+            }
+        )
+    return elements
+
+
+def with_dispatch(
+    message: SlackMessage, alert: AlertEvent, ownership: Ownership, *, zone: tzinfo, now: float | None = None
+) -> SlackMessage:
+    """The living message with who owns it and, while open, the buttons (before the footer)."""
+    resolved = alert.action == "resolved"
+    if resolved and not ownership.owner:
+        return message
+    extra: list[dict[str, Any]] = [_context(ownership_text(ownership, zone, now=None if resolved else now))]
+    if not resolved:
+        extra.append(
+            {
+                "type": "actions",
+                "block_id": "hw_dispatch",
+                "elements": action_elements(alert.alert_id, ownership),
+            }
+        )
+    blocks = list(message.blocks)
+    footer = blocks.pop() if blocks else None
+    while len(blocks) + len(extra) + (footer is not None) > MAX_BLOCKS and len(blocks) > 3:
+        blocks.pop()  # the last reasons give way: the buttons matter more
+    blocks.extend(extra)
+    if footer is not None:
+        blocks.append(footer)
+    who = ownership.owner_name or ownership.owner
+    plain = message.plain + (f"\n  owned by {who}" if who else "")
+    return SlackMessage(text=message.text, blocks=tuple(blocks), plain=plain)
+
+
+def render_note_prefix(message: SlackMessage, mention: str | None) -> SlackMessage:
+    """`message` with `mention` (e.g. the owner's `<@U…>`) in front of its first section."""
+    if not mention or not message.blocks:
+        return message
+    first = dict(message.blocks[0])
+    if first.get("type") == "section" and isinstance(first.get("text"), dict):
+        first["text"] = {**first["text"], "text": fit(f"{mention} {first['text']['text']}", MAX_SECTION_TEXT)}
+    text = fit(f"{mention} {message.text}", MAX_FALLBACK_TEXT)
+    return SlackMessage(text=text, blocks=(first, *message.blocks[1:]), plain=message.plain)
+
+
+def render_note(text: str, *, mention: str | None = None) -> SlackMessage:
+    """A thread reply saying what dispatch did (or what ended a snooze); `text` is raw."""
+    body = escape(text)
+    if mention:
+        body = f"{mention} {body}"
+    return SlackMessage(text=fit(body, MAX_FALLBACK_TEXT), blocks=(_section(body),), plain=text)
+
+
+def render_page(
+    alert: AlertEvent,
+    level: int,
+    *,
+    group: str | None,
+    minutes_unowned: float,
+    reference: Reference = DEFAULT_REFERENCE,
+    channel: str | None = None,
+) -> SlackMessage:
+    """The on-call escalation of a critical load nobody acknowledged (in its thread, or with
+    `channel` named: a post in the escalation channel)."""
+    card = alert_card(alert, reference)
+    mention = subteam_mention(group)
+    unowned = round(minutes_unowned)
+    head = f"{SEVERITY_EMOJI['critical']} *Nobody has acknowledged this critical load for {unowned} min*"
+    if level > 1:
+        head = f"{SEVERITY_EMOJI['critical']} *Still unowned, 30 min before its ETA*"
+    if mention:
+        head += f" {mention}"
+    lines = [head, escape(card.summary)]
+    if channel:
+        lines.append(f"Act in {escape(channel)}: Acknowledge on the alert's message.")
+    else:
+        lines.append("Acknowledge above to own it (or snooze it).")
+    body = "\n".join(lines)
+    text = fit(
+        f"{mention + ' ' if mention else ''}Unacknowledged CRITICAL: {escape(card.summary)}",
+        MAX_FALLBACK_TEXT,
+    )
+    return SlackMessage(text=text, blocks=(_section(body),), plain=f"ON-CALL (level {level}): {card.summary}")

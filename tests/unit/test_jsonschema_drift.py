@@ -17,6 +17,7 @@ TOPIC_FILES = {
     "carm.readiness.json",
     "holdwatch.alerts.json",
     "holdwatch.deadletter.json",
+    "holdwatch.actions.json",
     "holdwatch.api.openapi.json",  # the status API, not a topic
 }
 
