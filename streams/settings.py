@@ -121,14 +121,16 @@ class Settings(BaseSettings):
         description="signing secret: buttons and /holdwatch over the HTTP Request URL (when no app token)",
     )
     slack_interactions_bind: str = Field(default="0.0.0.0", description="HTTP Request URL mode: address")
-    slack_interactions_port: int = Field(default=3000, ge=0, le=65535, description="HTTP Request URL mode: port")
+    slack_interactions_port: int = Field(
+        default=3000, ge=0, le=65535, description="HTTP Request URL mode: port"
+    )
     slack_actor_groups: tuple[str, ...] = Field(
         default=(),
         description='user group ids whose members may act on any alert, a JSON list ["S0123ABC"]; '
         "members of the alert's channel always may",
     )
     escalate_after_min: float = Field(
-        default=10.0, gt=0, description="a critical alert nobody acknowledged is escalated to on-call after this"
+        default=10.0, gt=0, description="a critical alert nobody acknowledged is paged to on-call after this"
     )
     notify_replayed: bool = Field(
         default=False,

@@ -31,6 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from pydantic import ValidationError
 
 from alerting.notify.clock import Clock, SystemClock
@@ -42,10 +43,13 @@ from alerting.notify.metrics import NotifyMetrics, NullMetrics
 from alerting.notify.render import Reference
 from alerting.notify.routing import load_routing
 from alerting.notify.slack import SlackWebGateway, make_web_client
+from schemas.actions import DispatchAction
 from schemas.alerts import AlertEvent
 from schemas.envelope import parse_alert_origin
 from streams.feeds.brokers import load_broker_directory
 from streams.feeds.ports import load_ports
+from streams.notifier.act import Authorizer
+from streams.notifier.interactions import choose_transport
 from streams.settings import Settings
 
 log = logging.getLogger("holdwatch.notifier")
@@ -57,8 +61,12 @@ def ledger_topic_name(settings: Settings) -> str:
     return name.replace("alerts", "slack-ledger", 1) if "alerts" in name else f"{name}.slack-ledger"
 
 
-def delivery_policy(settings: Settings, *, console: bool = False) -> DeliveryPolicy:
+def delivery_policy(
+    settings: Settings, *, console: bool = False, interactive: bool = False
+) -> DeliveryPolicy:
     return DeliveryPolicy(
+        interactive=interactive,
+        escalate_after_s=settings.escalate_after_min * 60,
         min_interval_s=0.0 if console else settings.slack_min_interval_s,
         storm_threshold=settings.storm_threshold,
         storm_window_s=settings.storm_window_s,
@@ -235,16 +243,35 @@ def decode_alert(raw: bytes | None) -> AlertEvent | None:
 
 
 async def ensure_notifier_topics(settings: Settings, ledger_topic: str) -> None:
+    """The ledger (compacted) and holdwatch.actions (co-partitioned with the alerts by CCN)."""
     from streams.kafka.admin import TopicSpec, ensure_topics
 
-    spec = TopicSpec(
+    ledger = TopicSpec(
         name=ledger_topic,
         partitions=settings.partitions,
         replication_factor=settings.replication_factor,
         config={"cleanup.policy": "compact"},
         role="internal",
     )
-    await asyncio.to_thread(ensure_topics, settings, [spec])
+    actions = TopicSpec(
+        name=settings.topic_actions,
+        partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+        config={},
+        role="internal",
+    )
+    await asyncio.to_thread(ensure_topics, settings, [ledger, actions])
+
+
+def decode_action(raw: bytes | None) -> DispatchAction | None:
+    """A dispatch action from a record value; None (logged) for anything unreadable."""
+    if raw is None:
+        return None
+    try:
+        return DispatchAction.model_validate_json(raw)
+    except (ValidationError, ValueError) as exc:
+        log.error("skipping an unreadable dispatch action: %s", str(exc).splitlines()[0])
+        return None
 
 
 async def run_notifier(
@@ -260,13 +287,16 @@ async def run_notifier(
     policy: DeliveryPolicy | None = None,
     ready: asyncio.Event | None = None,
     reference: Reference | None = None,
+    authorizer: Authorizer | None = None,
 ) -> None:
     """Consume alert events and deliver them until `stop` is set (an asyncio task in any process).
 
     `client` (an AsyncWebClient) or `gateway` replace the one built from the settings; without a
     token the console sink prints instead (own ledger topic and group: a dry run). `ready` is set
     once the consumer has started. `reference` replaces the port table and broker directory read
-    from the settings' files.
+    from the settings' files. With an app token (Socket Mode) or a signing secret (HTTP), dispatch
+    can act on the messages; `authorizer` replaces who may (default: the alert's channel members
+    and `HOLDWATCH_SLACK_ACTOR_GROUPS`).
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -276,6 +306,7 @@ async def run_notifier(
     reference = reference or load_reference(settings)
     gateway = gateway or make_gateway(settings, client)
     console = isinstance(gateway, ConsoleGateway)
+    transport = None if console else choose_transport(settings)
     # The console sink is a dry run: its own ledger and group, so switching to Slack later starts
     # on the whole history (open lifecycles posted once in their newest state, closed ones not).
     suffix = "-console" if console else ""
@@ -290,7 +321,7 @@ async def run_notifier(
         gateway,
         ledger,
         routing,
-        policy=policy or delivery_policy(settings, console=console),
+        policy=policy or delivery_policy(settings, console=console, interactive=transport is not None),
         clock=clock or SystemClock(),
         metrics=metrics or NullMetrics(),
         reference=reference,
@@ -301,12 +332,65 @@ async def run_notifier(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        # holdwatch.actions partition p goes with holdwatch.alerts partition p (same key, the CCN).
+        partition_assignment_strategy=(RangePartitionAssignor,),
     )
     service = _Service(settings, topic, consumer, ledger, delivery)
+    if transport is not None:
+        service.dispatch = _dispatch(settings, transport, delivery, producer, gateway, metrics, authorizer)
     try:
         await service.run(stop, ready)
     finally:
         await producer.stop()
+
+
+def _dispatch(
+    settings: Settings,
+    transport: str,
+    delivery: Delivery,
+    producer: Any,
+    gateway: SlackGateway,
+    metrics: NotifyMetrics | None,
+    authorizer: Authorizer | None,
+) -> Any:
+    """The inbound transport (not started) whose clicks become records of holdwatch.actions."""
+    from streams.notifier.act import ChannelAuthorizer, Interactions
+    from streams.notifier.interactions import (
+        HttpTransport,
+        NullInteractionMetrics,
+        Responder,
+        SocketModeTransport,
+    )
+
+    client = gateway.client if isinstance(gateway, SlackWebGateway) else None
+    if client is None:
+        raise RuntimeError("Slack interactivity needs the Slack Web API (HOLDWATCH_SLACK_TOKEN)")
+
+    async def publish(action: DispatchAction) -> None:
+        value = action.model_dump_json().encode()
+        await producer.send_and_wait(settings.topic_actions, key=action.ccn.encode(), value=value)
+
+    sink = Interactions(
+        delivery.alerts.get,
+        publish,
+        authorizer or ChannelAuthorizer(client, settings.slack_actor_groups, delivery.clock),
+        Responder().respond,
+        delivery.metrics,
+        commands=None,
+        source="socket_mode" if transport == "socket" else "http",
+    )
+    counted: Any = metrics if hasattr(metrics, "request") else NullInteractionMetrics()
+    if transport == "socket":
+        assert settings.slack_app_token is not None
+        return SocketModeTransport(settings.slack_app_token.get_secret_value(), client, sink, counted)
+    assert settings.slack_signing_secret is not None
+    return HttpTransport(
+        settings.slack_signing_secret.get_secret_value(),
+        sink,
+        counted,
+        host=settings.slack_interactions_bind,
+        port=settings.slack_interactions_port,
+    )
 
 
 class _Service:
@@ -321,6 +405,7 @@ class _Service:
         self.loaded: set[int] = set()  # input partitions whose lifecycles are loaded from the ledger
         # Until Slack delivery starts: where each assigned partition ended when it was assigned.
         self.backlog: dict[Any, int] = {}
+        self.dispatch: Any = None  # the inbound Slack transport, started once the history is read
 
     async def commit_processed(self) -> None:
         if self.processed:
@@ -348,10 +433,16 @@ class _Service:
 
     async def accept_batch(self, batch: Mapping[Any, list[Any]]) -> None:
         for tp, records in batch.items():
+            actions = tp.topic == self.settings.topic_actions
             for record in records:
-                alert = decode_alert(record.value)
-                if alert is not None:
-                    await self.delivery.accept(alert, partition=tp.partition, origin=origin_of(record))
+                if actions:
+                    action = decode_action(record.value)
+                    if action is not None:
+                        await self.delivery.accept_action(action)
+                else:
+                    alert = decode_alert(record.value)
+                    if alert is not None:
+                        await self.delivery.accept(alert, partition=tp.partition, origin=origin_of(record))
                 self.processed[TopicPartition(tp.topic, tp.partition)] = record.offset + 1
         await self.commit_processed()
 
@@ -371,8 +462,11 @@ class _Service:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         await self.consumer.start()
-        self.consumer.subscribe([self.settings.topic_alerts], listener=_Rebalance(self))
+        self.consumer.subscribe(
+            [self.settings.topic_alerts, self.settings.topic_actions], listener=_Rebalance(self)
+        )
         deliver: asyncio.Task[None] | None = None
+        connecting: asyncio.Task[Any] | None = None
         if ready is not None:
             ready.set()
         try:
@@ -380,14 +474,22 @@ class _Service:
                 if deliver is not None and deliver.done():
                     deliver.result()  # surface a crash of the delivery loop
                     break
+                if connecting is not None and connecting.done():
+                    connecting.result()  # a refused app token or a port in use stops the notifier
+                    connecting = None
                 self.ledger.check()  # a Slack worker's write failed: stop, even with no input
                 batch = await self.consumer.getmany(timeout_ms=500, max_records=500)
                 await self.load_new_partitions()
                 await self.accept_batch(batch)
                 if deliver is None and await self.history_read(batch):
                     deliver = asyncio.create_task(self.delivery.run(stop), name="slack-delivery")
+                    if self.dispatch is not None:  # clicks need the lifecycles: only now
+                        connecting = asyncio.create_task(self.dispatch.start(), name="slack-interactions")
         finally:
             stop.set()
+            if self.dispatch is not None:
+                with contextlib.suppress(Exception):
+                    await self.dispatch.stop()
             if deliver is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(deliver, 10)

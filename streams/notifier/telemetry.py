@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from alerting.notify.actions import ACTION_IDS, ACTION_OUTCOMES
 from alerting.notify.gateway import CALL_OUTCOMES, PERMANENT_ERRORS, SLACK_METHODS
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 """Seconds, for every latency histogram of both processes (the worker imports it from here).
 SLO thresholds are among the boundaries: 1 s (pipeline), 10 s (Slack), 60 s (end to end)."""
+
+ACK_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
+"""Seconds from raised to acknowledged: the escalation default (10 min) is a boundary."""
 
 TRAFFIC = ("live", "replay")
 """The `traffic` label's values: records stamped by `holdwatch replay` are `replay`."""
@@ -86,6 +90,7 @@ class NotifierMetrics:
             ["reason"],
             registry=registry,
         )
+        self._dispatch_families(registry)
         for reason in SKIP_REASONS:
             self.skipped_alerts.labels(reason)
         for traffic in TRAFFIC:
@@ -96,6 +101,61 @@ class NotifierMetrics:
         for method in SLACK_METHODS:
             for outcome in CALL_OUTCOMES:
                 self.slack_calls.labels(method, outcome)
+
+    def _dispatch_families(self, registry: CollectorRegistry) -> None:
+        """Dispatch acting in Slack: actions, time to acknowledge, on-call pages, inbound requests."""
+        self.actions = Counter(
+            "holdwatch_slack_actions_total",
+            "Dispatch actions in Slack (acknowledge, snooze, release), by outcome",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.time_to_ack = Histogram(
+            "holdwatch_slack_time_to_acknowledge_seconds",
+            "From an alert lifecycle's first raise (event time) to a dispatcher acknowledging it",
+            buckets=ACK_BUCKETS,
+            registry=registry,
+        )
+        self.pages = Counter(
+            "holdwatch_slack_oncall_pages_total",
+            "On-call escalations of critical alerts nobody acknowledged, by level (1, 2)",
+            ["level"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "holdwatch_slack_interaction_requests_total",
+            "Clicks and slash commands received, by transport and outcome (accepted or why refused)",
+            ["transport", "kind", "outcome"],
+            registry=registry,
+        )
+        self.ack_seconds = Histogram(
+            "holdwatch_slack_interaction_ack_seconds",
+            "From receiving a click or command to acknowledging it to Slack (Slack allows 3 s)",
+            ["transport"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
+            registry=registry,
+        )
+        for kind in sorted(set(ACTION_IDS.values())):
+            for outcome in ACTION_OUTCOMES:
+                self.actions.labels(kind, outcome)
+        for level in ("1", "2"):
+            self.pages.labels(level)
+
+    def action(self, kind: str, outcome: str) -> None:
+        self.actions.labels(kind, outcome).inc()
+
+    def acknowledged_after(self, seconds: float) -> None:
+        self.time_to_ack.observe(max(0.0, seconds))
+
+    def paged(self, level: int) -> None:
+        self.pages.labels(str(level)).inc()
+
+    def request(self, transport: str, kind: str, outcome: str) -> None:
+        """`streams.notifier.interactions.InteractionMetrics`."""
+        self.requests.labels(transport, kind, outcome).inc()
+
+    def ack_latency(self, transport: str, seconds: float) -> None:
+        self.ack_seconds.labels(transport).observe(max(0.0, seconds))
 
     def slack_call(self, method: str, outcome: str) -> None:
         self.slack_calls.labels(method, outcome).inc()
