@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from alerting.notify.clock import Clock, SystemClock
 from alerting.notify.console import ConsoleGateway
 from alerting.notify.delivery import Delivery, DeliveryPolicy, Origin
 from alerting.notify.gateway import SlackGateway
+from alerting.notify.handover import Handovers
 from alerting.notify.ledger import LedgerError, decode_entry, encode_entry
 from alerting.notify.metrics import NotifyMetrics, NullMetrics
 from alerting.notify.render import Reference
@@ -49,7 +50,8 @@ from schemas.envelope import parse_alert_origin
 from streams.feeds.brokers import load_broker_directory
 from streams.feeds.ports import load_ports
 from streams.notifier.act import Authorizer
-from streams.notifier.interactions import choose_transport
+from streams.notifier.commands import SlashCommands, StatusApi
+from streams.notifier.interactions import Responder, choose_transport
 from streams.settings import Settings
 
 log = logging.getLogger("holdwatch.notifier")
@@ -336,12 +338,33 @@ async def run_notifier(
         partition_assignment_strategy=(RangePartitionAssignor,),
     )
     service = _Service(settings, topic, consumer, ledger, delivery)
+    if routing.shifts:
+        service.handovers = Handovers(
+            routing.shifts, lambda: delivery.alerts.values(), gateway, ledger, delivery.clock, reference
+        )
+    api = StatusApi(settings.web_base_url(), _first_token(settings))
     if transport is not None:
-        service.dispatch = _dispatch(settings, transport, delivery, producer, gateway, metrics, authorizer)
+        slash = SlashCommands(
+            api,
+            lambda: delivery.alerts.values(),
+            service.handovers,
+            Responder().respond,
+            delivery.clock,
+            reference,
+        )
+        service.dispatch = _dispatch(
+            settings, transport, delivery, producer, gateway, metrics, authorizer, slash.handle
+        )
     try:
         await service.run(stop, ready)
     finally:
+        await api.close()
         await producer.stop()
+
+
+def _first_token(settings: Settings) -> str | None:
+    """The status API's bearer token the slash commands send (the first of HOLDWATCH_WEB_TOKENS)."""
+    return settings.web_tokens[0].get_secret_value() if settings.web_tokens else None
 
 
 def _dispatch(
@@ -352,6 +375,7 @@ def _dispatch(
     gateway: SlackGateway,
     metrics: NotifyMetrics | None,
     authorizer: Authorizer | None,
+    commands: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> Any:
     """The inbound transport (not started) whose clicks become records of holdwatch.actions."""
     from streams.notifier.act import ChannelAuthorizer, Interactions
@@ -376,7 +400,7 @@ def _dispatch(
         authorizer or ChannelAuthorizer(client, settings.slack_actor_groups, delivery.clock),
         Responder().respond,
         delivery.metrics,
-        commands=None,
+        commands=commands,
         source="socket_mode" if transport == "socket" else "http",
     )
     counted: Any = metrics if hasattr(metrics, "request") else NullInteractionMetrics()
@@ -406,6 +430,7 @@ class _Service:
         # Until Slack delivery starts: where each assigned partition ended when it was assigned.
         self.backlog: dict[Any, int] = {}
         self.dispatch: Any = None  # the inbound Slack transport, started once the history is read
+        self.handovers: Handovers | None = None  # shift handovers, from the routing file's [shifts]
 
     async def commit_processed(self) -> None:
         if self.processed:
@@ -427,6 +452,8 @@ class _Service:
             self.backlog.update(await self.consumer.end_offsets(tps))
             entries = await read_ledger(self.settings, self.ledger_topic)
             pending = self.delivery.restore(entries, partitions=new)
+            if self.handovers is not None:
+                self.handovers.restore(entries)
             self.loaded.update(new)
             log.info("notifier: partitions %s loaded from the ledger, %d Slack changes pending",
                      sorted(new), pending)  # fmt: skip
@@ -467,6 +494,7 @@ class _Service:
         )
         deliver: asyncio.Task[None] | None = None
         connecting: asyncio.Task[Any] | None = None
+        shifts: asyncio.Task[None] | None = None
         if ready is not None:
             ready.set()
         try:
@@ -474,6 +502,9 @@ class _Service:
                 if deliver is not None and deliver.done():
                     deliver.result()  # surface a crash of the delivery loop
                     break
+                if shifts is not None and shifts.done():
+                    shifts.result()  # a ledger write that failed stops the notifier
+                    shifts = None
                 if connecting is not None and connecting.done():
                     connecting.result()  # a refused app token or a port in use stops the notifier
                     connecting = None
@@ -485,11 +516,16 @@ class _Service:
                     deliver = asyncio.create_task(self.delivery.run(stop), name="slack-delivery")
                     if self.dispatch is not None:  # clicks need the lifecycles: only now
                         connecting = asyncio.create_task(self.dispatch.start(), name="slack-interactions")
+                    if self.handovers is not None:  # so is the first handover's list
+                        shifts = asyncio.create_task(self.handovers.run(stop), name="shift-handovers")
         finally:
             stop.set()
             if self.dispatch is not None:
                 with contextlib.suppress(Exception):
                     await self.dispatch.stop()
+            if shifts is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(shifts, 10)
             if deliver is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(deliver, 10)

@@ -15,6 +15,8 @@ import json
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +36,7 @@ from tests.fixtures.slack import (
     block_actions_payload,
     make_alert,
     sign_request,
+    slash_command_payload,
 )
 from tests.integration.test_notifier_kafka import publish, wait_for
 
@@ -290,3 +293,49 @@ async def wait_for_server(http: aiohttp.ClientSession, url: str) -> None:
             pass
         await asyncio.sleep(0.1)
     raise AssertionError(f"{url} never answered")
+
+
+async def test_slash_commands_and_the_shift_handover(kafka_settings: Settings, tmp_path: Path) -> None:
+    clock = JumpClock()
+    async with SlackTestServer(clock=clock.now) as slack:
+        slack.members[slack.channel_id("#dispatch")] = [DISPATCHER]
+        shift_at = datetime.fromtimestamp(clock.wall() + 120, UTC)  # two minutes from now, UTC
+        routing = tmp_path / "routing.toml"
+        routing.write_text(f'[shifts]\ndefault = {{ times = ["{shift_at:%H:%M}"], tz = "UTC" }}\n')
+        nobody = f"http://127.0.0.1:{free_port()}"  # no worker answers the status API here
+        settings = settings_for(kafka_settings, slack, slack_routing_file=routing, web_url=nobody)
+        notifier = await Notifier(settings, f"notifier-{uuid.uuid4().hex[:6]}", clock).started()
+        await publish(settings, [critical(), make_alert("ACT2", 1, "raised", "warning")])
+        await wait_for(lambda: len(slack.top_level("#dispatch")) == 2)
+        await slack.socket_connected(30)
+        first = next(m for m in slack.top_level("#dispatch") if m.metadata["event_payload"]["key"] == "ACT1")
+        payload = block_actions_payload(message=first, action_id="hw_ack", action_ts=f"{time.time():.6f}")
+        await slack.wait_ack(await slack.socket_send("interactive", payload))
+        await wait_for(lambda: notifier.metrics.actions[("acknowledge", "applied")] == 1)
+
+        async def command(text: str) -> dict[str, Any]:
+            url = slack.response_url()
+            form = slash_command_payload(text, user_id=DISPATCHER, channel_id=first.channel, response_url=url)
+            ack = await slack.wait_ack(await slack.socket_send("slash_commands", form))
+            assert ack.latency_s < 3.0
+            await wait_for(lambda: any(r.url.endswith(url.rsplit("/", 1)[1]) for r in slack.responses))
+            return next(r.body for r in slack.responses if r.url.endswith(url.rsplit("/", 1)[1]))
+
+        mine = await command("mine")
+        assert (
+            mine["response_type"] == "ephemeral"
+            and "LD-ACT1" in mine["text"]
+            and "LD-ACT2" not in mine["text"]
+        )
+        assert "status" in (await command("help"))["text"]
+        status = await command("status LD-ACT1")  # no worker runs here: said plainly
+        assert "unavailable" in status["text"]
+
+        before = len(slack.top_level("#dispatch"))
+        clock.jump(130)  # past the shift change
+        await wait_for(lambda: len(slack.top_level("#dispatch")) == before + 1)
+        handover = slack.top_level("#dispatch")[-1]
+        shown = str(handover.blocks)
+        assert "Shift handover" in handover.text and "1 unowned" in handover.text
+        assert "LD-ACT1" in shown and "LD-ACT2" in shown and "sam" in shown
+        await notifier.close()
