@@ -140,6 +140,10 @@ class NotifierMetrics:
                 self.actions.labels(kind, outcome)
         for level in ("1", "2"):
             self.pages.labels(level)
+        for transport in ("socket", "http"):
+            self.ack_seconds.labels(transport)
+            for kind in ("interactive", "slash_commands"):
+                self.requests.labels(transport, kind, "accepted")
 
     def action(self, kind: str, outcome: str) -> None:
         self.actions.labels(kind, outcome).inc()
