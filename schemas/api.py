@@ -24,6 +24,12 @@ class AlertLifecycleView(WireModel):
     seq: int
     severity: Severity
     first_raised_at: AwareDatetime
+    owner_id: str | None = Field(default=None, description="Slack user who acknowledged it (owns the load)")
+    owner_name: str | None = None
+    owned_since: AwareDatetime | None = None
+    snoozed_until: AwareDatetime | None = Field(
+        default=None, description="no on-call page before this (the notifier ends it early on a new critical)"
+    )
 
 
 class LoadStatus(WireModel):

@@ -40,7 +40,11 @@ class Settings(BaseSettings):
     topic_carm: str = "carm.readiness"
     topic_alerts: str = "holdwatch.alerts"
     topic_deadletter: str = "holdwatch.deadletter"
-    topic_actions: str = "holdwatch.actions"
+    topic_actions: str = Field(
+        default="",
+        description="dispatch's actions in Slack; default: the alert topic's name with alerts -> actions "
+        "(holdwatch.actions)",
+    )
     partitions: int = Field(default=6, ge=1, description="partitions of every topic (inputs must match)")
     replication_factor: int = Field(default=1, ge=1)
 
@@ -178,6 +182,13 @@ class Settings(BaseSettings):
             retention_unknown=timedelta(hours=self.retention_unknown_h),
             expire_after_eta=timedelta(hours=self.expire_after_eta_h),
         )
+
+    def actions_topic(self) -> str:
+        """`holdwatch.actions`, or next to a renamed alert topic (so test and demo namespaces get theirs)."""
+        if self.topic_actions:
+            return self.topic_actions
+        name = self.topic_alerts
+        return name.replace("alerts", "actions", 1) if "alerts" in name else f"{name}.actions"
 
     def topic_names(self) -> dict[str, str]:
         return {

@@ -20,5 +20,13 @@ def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
             config={"retention.ms": str(7 * 24 * 3600 * 1000)},
             role="internal",
             co_partitioned=True,
-        )
+        ),
+        TopicSpec(  # dispatch's actions in Slack: written by the notifier, read by it and the worker
+            name=settings.actions_topic(),
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config={},
+            role="internal",
+            co_partitioned=True,
+        ),
     ]

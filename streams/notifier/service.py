@@ -256,7 +256,7 @@ async def ensure_notifier_topics(settings: Settings, ledger_topic: str) -> None:
         role="internal",
     )
     actions = TopicSpec(
-        name=settings.topic_actions,
+        name=settings.actions_topic(),
         partitions=settings.partitions,
         replication_factor=settings.replication_factor,
         config={},
@@ -392,7 +392,7 @@ def _dispatch(
 
     async def publish(action: DispatchAction) -> None:
         value = action.model_dump_json().encode()
-        await producer.send_and_wait(settings.topic_actions, key=action.ccn.encode(), value=value)
+        await producer.send_and_wait(settings.actions_topic(), key=action.ccn.encode(), value=value)
 
     sink = Interactions(
         delivery.alerts.get,
@@ -460,7 +460,7 @@ class _Service:
 
     async def accept_batch(self, batch: Mapping[Any, list[Any]]) -> None:
         for tp, records in batch.items():
-            actions = tp.topic == self.settings.topic_actions
+            actions = tp.topic == self.settings.actions_topic()
             for record in records:
                 if actions:
                     action = decode_action(record.value)
@@ -490,7 +490,7 @@ class _Service:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         await self.consumer.start()
         self.consumer.subscribe(
-            [self.settings.topic_alerts, self.settings.topic_actions], listener=_Rebalance(self)
+            [self.settings.topic_alerts, self.settings.actions_topic()], listener=_Rebalance(self)
         )
         deliver: asyncio.Task[None] | None = None
         connecting: asyncio.Task[Any] | None = None

@@ -41,6 +41,7 @@ from faust.types.tuples import FutureMessage
 from prometheus_client import CollectorRegistry
 
 from alerting.engine.config import Thresholds
+from schemas.actions import DispatchAction
 from schemas.alerts import AlertEvent
 from schemas.deadletter import encode_dead_letter, make_dead_letter
 from schemas.decode import DeadLetterReason, Decoded, Rejected, TopicKind, decode
@@ -51,10 +52,11 @@ from streams.kafka.config import faust_broker_settings
 from streams.kafka.topics import control_topic
 from streams.notifier.telemetry import NotifierMetrics
 from streams.settings import Settings
+from streams.worker import ownership
 from streams.worker.batcher import AckBatcher, Deliveries
 from streams.worker.processor import ClockMode, Output, PartitionProcessor, RawRecord, Source
 from streams.worker.recovery import OrderedTableManager
-from streams.worker.tables import carm_view, define_tables, shipment_view
+from streams.worker.tables import carm_view, define_ownership_table, define_tables, shipment_view
 from streams.worker.telemetry import WorkerMetrics, lag_topics, port_label
 from streams.worker.web import LocalStatus, ReadinessFacts
 from streams.worker.webserver import register_web, web_bind_address
@@ -84,6 +86,9 @@ class WorkerTopology:
     shipments_table: Any
     carm_table: Any
     control_name: str
+    actions: Any
+    """holdwatch.actions (dispatch in Slack), co-partitioned by CCN: the `ownership` agent's stream."""
+    ownership_table: Any
     sources: dict[str, Source]
     """Topic name → the role of its records."""
 
@@ -107,9 +112,12 @@ def define_topology(app: faust.App, settings: Settings) -> WorkerTopology:
         control_name: "control",
         settings.topic_carm: "carm",
     }
+    actions = raw_topic(settings.actions_topic())
+    ownership_table = define_ownership_table(app, settings.partitions)
     return WorkerTopology(
-        inputs, control, carm, alerts, dead_letters, shipments_table, carm_table, control_name, sources
-    )
+        inputs, control, carm, alerts, dead_letters, shipments_table, carm_table, control_name,
+        actions=actions, ownership_table=ownership_table, sources=sources,
+    )  # fmt: skip
 
 
 class Partitions:
@@ -302,6 +310,7 @@ def build_app(
     _on_rebalance(app, worker)
     _shipments_agent(app, worker)
     _carm_agent(app, worker)
+    _ownership_agent(app, worker)
     if clock == "wall":
         _wall_clock(app, worker, wall_tick_s)
     _gauges(app, worker)
@@ -484,6 +493,24 @@ def _carm_agent(app: faust.App, worker: Worker) -> None:
             await _stop_worker(app, "carm", exc)
 
 
+def _ownership_agent(app: faust.App, worker: Worker) -> None:
+    """Folds dispatch's actions into the `ownership` table the status API reads. The records are
+    the notifier's own (validated before they were sent): an unreadable one is logged and skipped."""
+    table = worker.topology.ownership_table
+
+    @app.agent(worker.topology.actions, name="ownership", concurrency=1)
+    async def fold_actions(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                action = DispatchAction.model_validate_json(event.message.value or b"")
+            except ValueError as exc:
+                worker.stats.errors += 1
+                log.error("skipping unreadable action record at offset %s: %s", event.message.offset, exc)
+                continue
+            key = action.ccn.encode()
+            table[key] = ownership.encode(ownership.fold(ownership.decode(table.get(key)), action))
+
+
 async def _carm_sends(worker: Worker, message: Any) -> list[Awaitable[object]]:
     """The dead letter of a bad CARM record, or the broadcast of a good one to every partition."""
     result = decode(TopicKind.CARM, message.key, message.value)
@@ -631,10 +658,14 @@ def _status_api(app: faust.App, worker: Worker, clock: ClockMode) -> None:
         idle = time.monotonic() - last if last is not None else None
         return ReadinessFacts(len(owned), recovered, lag, idle)
 
+    def owner_of(ccn: str) -> dict[str, Any] | None:
+        return ownership.decode(topology.ownership_table.get(ccn.encode()))
+
     local = LocalStatus(
         runners,
         worker.settings.thresholds(),
         worker.settings.partitions,
+        ownership=owner_of,
         event_clock=clock == "event",
         ports=load_ports(worker.settings.ports_file),
         brokers=load_broker_directory(worker.settings.broker_directory_file),

@@ -118,3 +118,10 @@ def define_tables(app: Any, partitions: int) -> tuple[Any, Any]:
         "carm-copies", partitions=partitions, key_type=bytes, value_type=bytes, help="BN -> CARM"
     )
     return shipments, carm
+
+
+def define_ownership_table(app: Any, partitions: int) -> Any:
+    """CCN → who owns its open alert (streams/worker/ownership.py), from holdwatch.actions."""
+    return app.Table(
+        "ownership", partitions=partitions, key_type=bytes, value_type=bytes, help="CCN -> owner"
+    )

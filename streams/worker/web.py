@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from kafka.partitioner.default import murmur2
@@ -39,6 +39,7 @@ from schemas.brokers import BrokerDirectory
 from schemas.carm import CarmSnapshot
 from schemas.common import Ccn, ImporterBn
 from schemas.ports import PORTS, Port
+from streams.worker.ownership import with_owner
 
 log = logging.getLogger("holdwatch.web")
 
@@ -90,7 +91,10 @@ class LocalStatus:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         ports: Mapping[str, Port] = PORTS,
         brokers: BrokerDirectory | None = None,
+        ownership: Callable[[str], dict[str, Any] | None] = lambda ccn: None,
     ) -> None:
+        """`ownership(ccn)`: who owns the load's open alert (the worker's fold of holdwatch.actions)."""
+        self._ownership = ownership
         self._runners = runners
         self._ports, self._brokers = ports, brokers
         self._thresholds = thresholds
@@ -123,7 +127,8 @@ class LocalStatus:
         if runner is None or s is None:
             return None
         carm = runner.carm.get(s.importer_bn) if s.importer_bn else None
-        return load_status(s, carm, now, self._thresholds, ports=self._ports, brokers=self._brokers)
+        status = load_status(s, carm, now, self._thresholds, ports=self._ports, brokers=self._brokers)
+        return with_owner(status, self._ownership(ccn)) if status.alert is not None else status
 
     def loads(self, query: LoadQuery, now: datetime) -> list[LoadStatus]:
         wanted = LoadFilter(
@@ -142,7 +147,7 @@ class LocalStatus:
                 carm = runner.carm.get(s.importer_bn) if s.importer_bn else None
                 status = load_status(s, carm, now, self._thresholds, ports=self._ports, brokers=self._brokers)
                 if wanted.matches(status):
-                    found.append(status)
+                    found.append(with_owner(status, self._ownership(s.ccn)) if status.alert else status)
         return found
 
     def carm_record(self, bn: str) -> CarmSnapshot | None:

@@ -79,7 +79,7 @@ def caught_up(settings: Settings, group_id: str) -> bool:
     try:
         parts = [
             TopicPartition(topic, p)
-            for topic in (settings.topic_alerts, settings.topic_actions)
+            for topic in (settings.topic_alerts, settings.actions_topic())
             for p in consumer.partitions_for_topic(topic) or ()
         ]
         ends = consumer.end_offsets(parts)
