@@ -142,8 +142,8 @@ class NotifierMetrics:
             self.pages.labels(level)
         for transport in ("socket", "http"):
             self.ack_seconds.labels(transport)
-            for kind in ("interactive", "slash_commands"):
-                self.requests.labels(transport, kind, "accepted")
+            for delivered in ("interactive", "slash_commands"):
+                self.requests.labels(transport, delivered, "accepted")
 
     def action(self, kind: str, outcome: str) -> None:
         self.actions.labels(kind, outcome).inc()
