@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "edited on updates, a thread reply on escalation and a broadcast reply when resolved. Slack "
             "timestamps live in the compacted topic holdwatch.slack-ledger, so restarts never post twice. "
             "Without HOLDWATCH_SLACK_TOKEN the same content is printed. Routing: HOLDWATCH_SLACK_CHANNEL, "
-            "HOLDWATCH_SLACK_ROUTING_FILE (JSON or TOML: teams/ports/default). See docs/slack.md."
+            "HOLDWATCH_SLACK_ROUTING_FILE (JSON or TOML: teams/ports/default, oncall, shifts). With "
+            "HOLDWATCH_SLACK_APP_TOKEN (Socket Mode) or HOLDWATCH_SLACK_SIGNING_SECRET (HTTP) dispatch can "
+            "acknowledge, snooze and release alerts, unowned criticals are paged to on-call, shifts get a "
+            "handover and /holdwatch answers. See docs/slack.md."
         ),
     )
     parser.add_argument("--group-id", help="consumer group (default: <HOLDWATCH_APP_ID>-notifier)")
@@ -57,6 +60,20 @@ async def _main(settings: Settings, group_id: str | None) -> None:
     await run_notifier(settings, stop=stop, group_id=group_id, metrics=metrics)
 
 
+def _interactivity(settings: Settings) -> str:
+    from streams.notifier.interactions import choose_transport
+
+    if settings.slack_token is None:
+        return "off (console)"
+    mode = choose_transport(settings)
+    if mode == "socket":
+        return f"Socket Mode (buttons, /holdwatch; actions on {settings.actions_topic()})"
+    if mode == "http":
+        where = f"{settings.slack_interactions_bind}:{settings.slack_interactions_port}"
+        return f"HTTP Request URL on http://{where}/slack/events (signed requests only)"
+    return "off: read-only messages (set HOLDWATCH_SLACK_APP_TOKEN for buttons and /holdwatch)"
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.feeds.brokers import BrokerDirectoryError
     from streams.feeds.ports import PortsFileError
@@ -74,6 +91,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     target = "Slack" if settings.slack_token is not None else "the console (no HOLDWATCH_SLACK_TOKEN)"
     replayed = "including" if settings.notify_replayed else "skipping"
     print(f"notifier: {settings.topic_alerts} -> {target} ({replayed} replayed traffic)", file=sys.stderr)
+    print(f"notifier: dispatch actions in Slack: {_interactivity(settings)}", file=sys.stderr)
     try:
         asyncio.run(_main(settings, args.group_id))
     except (RoutingError, KafkaConfigError) as exc:
