@@ -53,6 +53,7 @@ class Click:
     action_id: str  # identifies the click: channel/message ts/action/action ts
     kind: ActionKind
     alert_id: str
+    ccn: str | None  # from the button's value: any notifier can route the click to the alert's owner
     user_id: str
     user_name: str | None
     channel_id: str | None
@@ -81,6 +82,7 @@ def parse_click(payload: dict[str, Any]) -> Click | str:
         snooze = choice
     if not isinstance(value, str) or not value:
         return "the click carries no alert id"
+    alert_id, _, ccn = value.partition("|")
     message = payload.get("message") or {}
     channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get("channel_id")
     try:
@@ -93,7 +95,8 @@ def parse_click(payload: dict[str, Any]) -> Click | str:
     return Click(
         action_id=click_id,
         kind=kind,
-        alert_id=value,
+        alert_id=alert_id,
+        ccn=ccn or None,
         user_id=user["id"],
         user_name=user.get("username") or user.get("name"),
         channel_id=channel if isinstance(channel, str) else None,
@@ -112,14 +115,21 @@ def snooze_until(choice: SnoozeChoice, alert: AlertEvent, at: datetime) -> datet
     return at + timedelta(minutes=30)
 
 
-def to_action(click: Click, alert: AlertEvent, *, source: Literal["socket_mode", "http"]) -> DispatchAction:
-    """The event for topic holdwatch.actions."""
-    until = snooze_until(click.snooze, alert, click.at) if click.snooze is not None else None
+def to_action(
+    click: Click, alert: AlertEvent | None, *, source: Literal["socket_mode", "http"]
+) -> DispatchAction:
+    """The event for topic holdwatch.actions. Without the alert (another notifier holds it) the
+    CCN comes from the button and the snooze's end is worked out where the action is applied."""
+    until = None
+    if click.snooze is not None and alert is not None:
+        until = snooze_until(click.snooze, alert, click.at)
+    ccn = alert.ccn if alert is not None else click.ccn
+    assert ccn is not None, "a click without its alert and without a CCN cannot be routed"
     return DispatchAction(
         action_id=click.action_id,
         kind=click.kind,
         alert_id=click.alert_id,
-        ccn=alert.ccn,
+        ccn=ccn,
         user_id=click.user_id,
         user_name=click.user_name,
         channel_id=click.channel_id,
@@ -183,7 +193,7 @@ def decide(
         return Decision(
             "applied", new, f"{actor} released ownership at {clock_text}{was}: nobody owns it now."
         )
-    until = action.snooze_until or action.at + timedelta(minutes=30)
+    until = action.snooze_until or snooze_until(action.snooze or "30m", latest, action.at)
     new = replace(ownership, snoozed_until=until.timestamp(), snoozed_by=action.user_id, applied=applied)
     note = f"{actor} snoozed this alert at {clock_text} until {fmt(until)}: no on-call page before then."
     return Decision("applied", new, note)

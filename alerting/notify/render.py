@@ -454,23 +454,25 @@ def _option(label: str, value: str) -> dict[str, Any]:
     return {"text": {"type": "plain_text", "text": label}, "value": value}
 
 
-def action_elements(alert_id: str, ownership: Ownership) -> list[dict[str, Any]]:
+def action_elements(alert_id: str, ownership: Ownership, ccn: str = "") -> list[dict[str, Any]]:
     """Acknowledge (or Take over), Snooze (a menu) and, when owned, Release; every value carries
-    the lifecycle id (≤ 2000 chars, Slack's limit, by far)."""
+    the lifecycle id and the CCN, `alert_id|ccn` (far below Slack's 2000 chars), so whichever
+    notifier Slack hands the click to can route it to the one that holds the alert."""
+    target = f"{alert_id}|{ccn}" if ccn else alert_id
     ack_label = "Take over" if ownership.owner else "Acknowledge"
     elements: list[dict[str, Any]] = [
         {
             "type": "button",
             "action_id": ACK_BUTTON,
             "text": {"type": "plain_text", "text": ack_label},
-            "value": alert_id,
+            "value": target,
             "style": "primary",
         },
         {
             "type": "static_select",
             "action_id": SNOOZE_MENU,
             "placeholder": {"type": "plain_text", "text": "Snooze"},
-            "options": [_option(label, f"{choice}|{alert_id}") for choice, label in SNOOZE_CHOICES.items()],
+            "options": [_option(label, f"{choice}|{target}") for choice, label in SNOOZE_CHOICES.items()],
         },
     ]
     if ownership.owner:
@@ -479,7 +481,7 @@ def action_elements(alert_id: str, ownership: Ownership) -> list[dict[str, Any]]
                 "type": "button",
                 "action_id": RELEASE_BUTTON,
                 "text": {"type": "plain_text", "text": "Release"},
-                "value": alert_id,
+                "value": target,
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Release this load?"},
                     "text": {
@@ -507,7 +509,7 @@ def with_dispatch(
             {
                 "type": "actions",
                 "block_id": "hw_dispatch",
-                "elements": action_elements(alert.alert_id, ownership),
+                "elements": action_elements(alert.alert_id, ownership, alert.ccn),
             }
         )
     blocks = list(message.blocks)

@@ -32,6 +32,10 @@ from schemas.actions import DispatchAction
 log = logging.getLogger("holdwatch.notifier.act")
 
 Respond = Callable[..., Awaitable[bool]]
+REFUSAL = (
+    "Only members of this alert's channel (or of the dispatch user groups) may acknowledge, "
+    "snooze or release it. Ask to be added to the channel."
+)
 
 
 class Authorizer(Protocol):
@@ -134,6 +138,9 @@ class Interactions:
                 self.metrics.action("unknown", "invalid")
             return
         rec = self.records(click.alert_id)
+        if rec is None and click.ccn:
+            await self._route(click)
+            return
         refusal = await self._refusal(click, rec)
         if refusal is not None:
             outcome, text = refusal
@@ -145,6 +152,18 @@ class Interactions:
         assert rec is not None
         await self.publish(to_action(click, rec.latest, source=self.source))
 
+    async def _route(self, click: Click) -> None:
+        """Another notifier holds the alert (Slack spreads Socket Mode envelopes over connections):
+        publish for it, keyed by the button's CCN; it applies the action or counts why not."""
+        if not await self.authorizer.may_act(click.user_id, click.channel_id):
+            self.metrics.action(click.kind, "refused")
+            await self._answer(click, REFUSAL)
+            return
+        log.info(
+            "alert %s is not held here: action %s routed by CCN %s", click.alert_id, click.kind, click.ccn
+        )
+        await self.publish(to_action(click, None, source=self.source))
+
     async def _refusal(self, click: Click, rec: AlertRecord | None) -> tuple[str, str] | None:
         if rec is None:
             return "unknown_alert", "holdwatch no longer tracks this alert (it ended long ago)."
@@ -152,10 +171,7 @@ class Interactions:
             load = rec.latest.load_ref or rec.latest.ccn
             return "resolved", f"Load {load} is already resolved: nothing to acknowledge or snooze."
         if not await self.authorizer.may_act(click.user_id, rec.channel_id or click.channel_id):
-            return "refused", (
-                "Only members of this alert's channel (or of the dispatch user groups) may acknowledge, "
-                "snooze or release it. Ask to be added to the channel."
-            )
+            return "refused", REFUSAL
         return None
 
     async def _answer(self, click: Click, text: str) -> None:
