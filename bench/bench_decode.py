@@ -1,12 +1,21 @@
 """Decode throughput: validated models vs plain `json.loads` of the same bytes, in one run.
 
-    .venv/bin/python bench/bench_decode.py [--events N] [--repeat R] [--seed S]
+    .venv/bin/python bench/bench_decode.py [--events N] [--repeat R] [--seed S] [--clock cpu|wall]
+    .venv/bin/python bench/bench_decode.py --before TREE [--rounds K]   # side by side with TREE
 
 Builds a realistic mix of raw Kafka values (mostly notices, RNS statuses and cargo reports,
 a few CARM snapshots; about one timestamp in ten carries a non-UTC offset), then times, over
 the same list, `json.loads` alone, `decode()` on the raw bytes, and `json.loads` followed by
-`decode_parsed()` (the event-log path). Best of R runs each, interleaved so that machine noise
-hits every method alike. Ratios are to `json.loads`.
+`decode_parsed()` (the event-log path). The list is cut into chunks of 2,000 records and every
+method runs on a chunk before the next chunk; each (method, chunk) keeps its best of R runs,
+and a method's time is the sum over the chunks. So machine noise hits every method alike and
+a burst of it spoils one chunk's run, not a whole pass. The clock is the thread's CPU time by
+default (the machines are shared: time spent descheduled is not decode's); `--clock wall` too.
+Ratios are to `json.loads`.
+
+`--before TREE` runs this same script K times against the code in TREE (another checkout, e.g.
+`git worktree add /tmp/base <commit>`) and K times against this checkout, alternating, each in
+its own process, and prints both side by side (median of the K rounds).
 """
 
 from __future__ import annotations
@@ -14,7 +23,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
+import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -23,9 +35,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent.parent
+TREE_ENV = "HOLDWATCH_BENCH_TREE"
+"""Which checkout's holdwatch to import (set by --before for its rounds; default: this one)."""
+sys.path.insert(0, os.environ.get(TREE_ENV) or str(HERE))
 
-from schemas.decode import _VALIDATE_JSON, Decoded, TopicKind, decode, decode_parsed
+from schemas.decode import _VALIDATE_JSON, Decoded, TopicKind, decode, decode_parsed  # noqa: E402
 
 Record = tuple[TopicKind, bytes, bytes]
 
@@ -168,17 +183,75 @@ METHODS: list[tuple[str, Callable[[list[Record]], None]]] = [
     ("  of which pydantic-core", _run_validator_only),
     ("json.loads + decode_parsed", _run_loads_then_decode_parsed),
 ]
+CHUNK = 2_000
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.thread_time, "wall": time.perf_counter}
 
 
-def measure(records: list[Record], repeat: int) -> dict[str, float]:
-    best = {name: float("inf") for name, _ in METHODS}
+def measure(
+    records: list[Record], repeat: int, clock: Callable[[], float] = time.thread_time
+) -> dict[str, float]:
+    """Seconds per method: the sum over chunks of each chunk's best of `repeat` runs."""
+    chunks = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
+    best = {name: [float("inf")] * len(chunks) for name, _ in METHODS}
     for _ in range(repeat):
-        for name, run in METHODS:
-            gc.collect()
-            started = time.perf_counter()
-            run(records)
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
+        gc.collect()
+        for index, chunk in enumerate(chunks):
+            for name, run in METHODS:
+                started = clock()
+                run(chunk)
+                best[name][index] = min(best[name][index], clock() - started)
+    return {name: sum(times) for name, times in best.items()}
+
+
+def _check(records: list[Record]) -> str | None:
+    outcomes = Counter(type(decode(kind, key, value)).__name__ for kind, key, value in records)
+    if outcomes["Decoded"] != len(records):
+        return f"bench data does not decode cleanly: {dict(outcomes)}"
+    assert all(isinstance(decode(*r), Decoded) for r in records[:10])
+    return None
+
+
+def _print_table(records: list[Record], best: dict[str, float]) -> None:
+    base = best[METHODS[0][0]]
+    print(f"{'method':<30} {'events/s':>12} {'throughput ratio':>17} {'time ratio':>11}")
+    for name, _ in METHODS:
+        seconds = best[name]
+        rate = len(records) / seconds
+        print(f"{name:<30} {rate:>12,.0f} {base / seconds:>16.2f}x {seconds / base:>10.2f}x")
+    print()
+    print("throughput ratio = events/s of the method / events/s of json.loads (higher is faster);")
+    print("time ratio = time of the method / time of json.loads (goal: decode() <= 1.00).")
+
+
+def _round(tree: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One measurement in its own process against `tree`: {method: seconds}."""
+    argv = [sys.executable, __file__, "--json", f"--events={args.events}", f"--repeat={args.repeat}"]
+    argv += [f"--seed={args.seed}", f"--clock={args.clock}"]
+    env = {**os.environ, TREE_ENV: str(tree), "PYTHONPATH": str(tree)}
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def side_by_side(before: Path, args: argparse.Namespace) -> int:
+    """Alternate rounds of the two trees; print each method's median time ratio to json.loads."""
+    trees = {"before": before.resolve(), "after": HERE}
+    ratios: dict[str, dict[str, list[float]]] = {tree: {n: [] for n, _ in METHODS} for tree in trees}
+    for number in range(1, args.rounds + 1):
+        for label, tree in trees.items():
+            best = _round(tree, args)
+            for name, _ in METHODS:
+                ratios[label][name].append(best[name] / best[METHODS[0][0]])
+            shown = ", ".join(f"{ratios[label][n][-1]:.3f}" for n, _ in METHODS[1:])
+            print(f"round {number} {label:<6} ({tree}): time ratios {shown}", flush=True)
+    print(
+        f"\ntime / json.loads time, median of {args.rounds} rounds, {args.clock} time, {args.events} events:"
+    )
+    print(f"{'method':<30} {'before':>8} {'after':>8} {'after/before':>13}")
+    for name, _ in METHODS:
+        old, new = (statistics.median(ratios[label][name]) for label in trees)
+        print(f"{name:<30} {old:>7.3f}x {new:>7.3f}x {new / old:>12.3f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,32 +261,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    parser.add_argument("--before", type=Path, metavar="TREE", help="compare with the code in TREE")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per tree with --before")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.before is not None:
+        return side_by_side(args.before, args)
 
     records = build_records(args.events, args.seed)
-    outcomes = Counter(type(decode(kind, key, value)).__name__ for kind, key, value in records)
-    if outcomes["Decoded"] != len(records):
-        print(f"bench data does not decode cleanly: {dict(outcomes)}", file=sys.stderr)
+    problem = _check(records)
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
-    assert all(isinstance(decode(*r), Decoded) for r in records[:10])
+    best = measure(records, args.repeat, CLOCKS[args.clock])
+    if args.json:
+        print(json.dumps(best))
+        return 0
     mix = Counter(json.loads(value)["event_type"] for _, _, value in records)
     size = sum(len(value) for _, _, value in records) / len(records)
     print(
-        f"{len(records)} events, mean {size:.0f} bytes, best of {args.repeat} runs; mix: "
+        f"{len(records)} events, mean {size:.0f} bytes, best of {args.repeat} runs per chunk, "
+        f"{args.clock} time; mix: "
         + ", ".join(f"{name} {mix[name] * 100 / len(records):.0f}%" for name, _ in MIX)
     )
-
-    best = measure(records, args.repeat)
-    base = best[METHODS[0][0]]
     print()
-    print(f"{'method':<30} {'events/s':>12} {'throughput ratio':>17} {'time ratio':>11}")
-    for name, _ in METHODS:
-        seconds = best[name]
-        rate = len(records) / seconds
-        print(f"{name:<30} {rate:>12,.0f} {base / seconds:>16.2f}x {seconds / base:>10.2f}x")
-    print()
-    print("throughput ratio = events/s of the method / events/s of json.loads (higher is faster);")
-    print("time ratio = time of the method / time of json.loads (goal: decode() <= 1.00).")
+    _print_table(records, best)
     return 0
 
 

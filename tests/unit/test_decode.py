@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import SchemaValidator, core_schema
 
 import schemas.decode as decode_module
+from schemas.common import RFC3339_PATTERN, Timestamp, _to_utc
 from schemas.deadletter import DeadLetter, encode_dead_letter, make_dead_letter
 from schemas.decode import (
     MAX_DETAIL_CHARS,
@@ -315,6 +317,83 @@ def test_deep_nesting_never_raises(kind: TopicKind, depth: int, opener: str) -> 
     _check(decode(kind, CCN.encode(), nested))
     inside = b'{"extra":' + nested + b"1" + (b"]" if opener == "[" else b"}") * depth + b"}"
     _check(decode(kind, CCN.encode(), inside))
+
+
+# --- timestamps: the fast parser agrees with pydantic-core's --------------------------------
+
+# The timestamp validation before the stdlib fast path (issue 15): the oracle it must match.
+PYDANTIC_TIMESTAMP = SchemaValidator(
+    core_schema.chain_schema(
+        [
+            core_schema.str_schema(strict=True, pattern=RFC3339_PATTERN),
+            core_schema.datetime_schema(strict=False, tz_constraint="aware"),
+            core_schema.no_info_plain_validator_function(_to_utc),
+        ]
+    )
+)
+TIMESTAMP = TypeAdapter(Timestamp)
+
+
+def _two(draw: st.DrawFn, top: int) -> str:
+    return f"{draw(st.integers(0, top)):02d}"
+
+
+@st.composite
+def rfc3339_like(draw: st.DrawFn) -> str:
+    """Text of the timestamp pattern's shape with digits in and out of range (day 31 in
+    February, hour 24, second 60, offset +24:00 or +05:60, year 0000 ...)."""
+    years = st.sampled_from([0, 1, 1969, 1970, 2000, 2024, 2026, 2100, 9999]) | st.integers(0, 9999)
+    year = f"{draw(years):04d}"
+    date = f"{year}-{_two(draw, 13)}-{_two(draw, 32)}"
+    time = f"{_two(draw, 25)}:{_two(draw, 61)}:{_two(draw, 61)}"
+    fraction = draw(st.none() | st.text("0123456789", min_size=1, max_size=9))
+    offset = draw(
+        st.sampled_from(["", "Z", "z", "+00:00", "-00:00"])
+        | st.builds("{}{:02d}:{:02d}".format, st.sampled_from("+-"), st.integers(0, 25), st.integers(0, 61))
+    )
+    separator = draw(st.sampled_from("Tt "))
+    return f"{date}{separator}{time}{'' if fraction is None else '.' + fraction}{offset}"
+
+
+def _outcome(validate: Any, value: Any) -> tuple[str, Any]:
+    try:
+        result = validate(value)
+    except ValidationError as exc:
+        return "error", exc.errors(include_url=False)
+    assert result.tzinfo is UTC  # always the stdlib UTC object: the engine relies on it
+    return "ok", result
+
+
+@settings(FUZZ, max_examples=2000)
+@given(rfc3339_like())
+def test_timestamps_are_parsed_and_rejected_exactly_as_pydantic_core_does(text: str) -> None:
+    expected = _outcome(PYDANTIC_TIMESTAMP.validate_python, text)
+    assert _outcome(TIMESTAMP.validate_python, text) == expected
+    assert _outcome(TIMESTAMP.validate_json, json.dumps(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-23T10:00:00Z",
+        "2026-11-23T10:00:00.123456789Z",
+        "2026-11-23 05:00:00.5-05:00",
+        "2024-02-29T23:59:59+23:59",
+        "0001-01-01T00:00:00+00:01",  # before year 1 in UTC: out of range
+        "9999-12-31T23:59:59-00:01",
+        "2026-02-29T10:00:00Z",
+        "2026-11-23T24:00:00Z",
+        "2026-11-23T10:00:60Z",
+        "2026-11-23T10:00:00+05:60",
+        "2026-11-23T10:00:00+24:00",
+        "2026-11-23T10:00:00z",
+        "2026-11-23T10:00:00",
+    ],
+)
+def test_timestamp_edge_cases_match_pydantic_core(text: str) -> None:
+    expected = _outcome(PYDANTIC_TIMESTAMP.validate_python, text)
+    assert _outcome(TIMESTAMP.validate_python, text) == expected
+    assert _outcome(TIMESTAMP.validate_json, json.dumps(text)) == expected
 
 
 # --- the two paths agree ---------------------------------------------------------------------
