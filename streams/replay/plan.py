@@ -14,16 +14,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from alerting.engine.ingest import EPOCH  # the engine's time before any event (tombstone rule)
 from schemas.decode import Decoded, TopicKind, decode_parsed, topic_kinds
 from schemas.envelope import SEQ_HEADER, TICK_HEADER, Tick, log_ts_headers
 from schemas.eventlog import BadLine, LogRecord, read_log
-from streams.settings import Settings
 
+if TYPE_CHECKING:  # not imported at run time: the replay's reader process starts faster without it
+    from streams.settings import Settings
+
+EPOCH: Final = datetime.fromtimestamp(0, tz=UTC)
+"""The engine's time before any event (alerting.engine.ingest.EPOCH, the tombstone rule's clock;
+a test keeps them equal). Not imported from there: the engine is a fifth of a second to import,
+and the replay's reader process starts with this module."""
 DEFAULT_TICK_EVERY: Final = 500
 UNKNOWN_TOPIC: Final = "unknown_topic"
 TICK_VALUE_HEADERS: Final = [(TICK_HEADER, b"1")]
@@ -284,12 +289,53 @@ def seq_base_now(now_ns: int) -> int:
     return (now_ns // 1000) * 1_000_000_000
 
 
-def log_items(paths: Iterable[Path]) -> Iterator[tuple[str, LogRecord | BadLine]]:
-    """Every line of every log, in order, with the file it came from (streaming)."""
-    for path in paths:
-        name = str(path)
-        for item in read_log(path):
-            yield name, item
+@dataclass(frozen=True, slots=True)
+class LogItems:
+    """Every line of every log, in order, with the file it came from (streaming, when iterated).
+
+    A value rather than a generator, so that a child process can be given it and read the
+    files itself (streams/replay/reader.py).
+    """
+
+    paths: tuple[Path, ...]
+
+    def __iter__(self) -> Iterator[tuple[str, LogRecord | BadLine]]:
+        for path in self.paths:
+            name = str(path)
+            for item in read_log(path):
+                yield name, item
+
+
+def log_items(paths: Iterable[Path]) -> LogItems:
+    return LogItems(tuple(paths))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    """The whole replay as actions, computed while it is iterated (see `plan_replay`).
+
+    A recipe (the items and the planner's settings): over `LogItems` it can be run in another
+    process, which is how `run_replay` keeps reading and planning off the producer's GIL.
+    """
+
+    items: Iterable[tuple[str, LogRecord | BadLine]]
+    topics: ReplayTopics
+    tick_every: int = DEFAULT_TICK_EVERY
+    carm_barrier: bool = True
+    seq_base: int = 0
+    from_line: int = 1
+
+    def __iter__(self) -> Iterator[Action]:
+        planner = ReplayPlanner(
+            self.topics,
+            tick_every=self.tick_every,
+            carm_barrier=self.carm_barrier,
+            seq_base=self.seq_base,
+            from_line=self.from_line,
+        )
+        for source, item in self.items:
+            yield from planner.feed(source, item)
+        yield from planner.finish()
 
 
 def plan_replay(
@@ -300,14 +346,9 @@ def plan_replay(
     carm_barrier: bool = True,
     seq_base: int = 0,
     from_line: int = 1,
-) -> Iterator[Action]:
+) -> ReplayPlan:
     """The whole replay as actions (from `from_line` of the concatenated logs), ending with the final tick."""
-    planner = ReplayPlanner(
-        topics, tick_every=tick_every, carm_barrier=carm_barrier, seq_base=seq_base, from_line=from_line
-    )
-    for source, item in items:
-        yield from planner.feed(source, item)
-    yield from planner.finish()
+    return ReplayPlan(items, topics, tick_every, carm_barrier, seq_base, from_line)
 
 
 # --------------------------------------------------------------------------------------

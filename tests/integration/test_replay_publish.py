@@ -20,6 +20,7 @@ from schemas.eventlog import LogWriter
 from streams.cli.main import build_parser
 from streams.kafka.admin import ensure_topics
 from streams.kafka.topics import control_topic, internal_topic_specs
+from streams.replay.reader import partition_for
 from streams.settings import Settings
 from tests.unit.test_replay_plan import BN, T0, carm, ms, rns, shipment
 
@@ -142,6 +143,8 @@ def test_replay_publishes_keys_values_timestamps_seq_and_ticks_in_every_partitio
     assert all(started_ms <= g.timestamp <= ended_ms for g in got)
     for g, (topic, key, value, ts) in zip(records, expected, strict=True):
         assert (g.topic, g.key) == (topic, key.encode() if key else None)
+        if g.key is not None:  # where kafka-python's partitioner puts it: the pipeline's co-partitioning
+            assert g.partition == partition_for(g.key, list(range(PARTITIONS)))
         assert g.value == (None if value is None else json.dumps(value, separators=(",", ":")).encode())
         if ts is not None:
             assert log_ts(g) == ts
