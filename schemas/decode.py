@@ -151,9 +151,10 @@ def decode(kind: TopicKind, key: bytes | None, value: bytes | None) -> Decoded |
             event = _VALIDATE_JSON[kind](value)
         except ValidationError as exc:
             return _classify(exc, value)
-        # The common case, inlined because it runs for every record: the key is the body's.
+        # The common case, inlined because it runs for every record: the key is the body's
+        # (a missing key is never equal: _match_key rejects it).
         expected = event.importer_bn if kind is _CARM else event.ccn
-        if key is not None and key == expected.encode():
+        if key == expected.encode():
             return Decoded(kind, expected, event)
         return _match_key(kind, key, event)
     except Exception as exc:  # noqa: BLE001 - a bug must not stop the pipeline; it is dead-lettered

@@ -20,6 +20,7 @@ from schemas.eventlog import LogWriter
 from streams.cli.main import build_parser
 from streams.kafka.admin import ensure_topics
 from streams.kafka.topics import control_topic, internal_topic_specs
+from streams.replay import reader
 from streams.replay.reader import partition_for
 from streams.settings import Settings
 from tests.unit.test_replay_plan import BN, T0, carm, ms, rns, shipment
@@ -117,8 +118,9 @@ def write_log(path: Path, settings: Settings) -> list[tuple[str, str | None, Any
 
 
 def test_replay_publishes_keys_values_timestamps_seq_and_ticks_in_every_partition(
-    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(reader, "READ_AHEAD_MIN_BYTES", 0)  # a small log, read in the reader process
     log = tmp_path / "log.jsonl"
     expected = write_log(log, settings)
     started_ms = int(time.time() * 1000)

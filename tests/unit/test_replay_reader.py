@@ -16,6 +16,7 @@ from kafka.record._crc32c import crc as python_crc32c
 from alerting.engine.ingest import EPOCH as ENGINE_EPOCH
 from schemas.eventlog import LogWriter
 from streams.replay import plan as plan_module
+from streams.replay import reader as reader_module
 from streams.replay.plan import Barrier, ReplayPlan, log_items, plan_replay
 from streams.replay.publish import BarrierOutcome, ReplayOptions, run_replay, use_compiled_crc32c
 from streams.replay.reader import Partitioner, ReadAhead, ReaderDied, batches, partition_for
@@ -69,11 +70,16 @@ class Cluster:
         return set(range(self.count))
 
 
-def test_a_plan_over_log_files_is_read_in_a_child_and_sent_as_planned_here(tmp_path: Path) -> None:
+def test_a_plan_over_log_files_is_read_in_a_child_and_sent_as_planned_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path / "log.jsonl")
     plan = plan_replay(log_items([path]), TOPICS, tick_every=7, seq_base=10**15)
-    with batches(plan, {}) as stream:
+    with batches(plan, {}, min_bytes=0) as stream:
         assert isinstance(stream, ReadAhead)
+    with batches(plan, {}) as stream:
+        assert not isinstance(stream, ReadAhead)  # a small log: planned in the producer's process
+    monkeypatch.setattr(reader_module, "READ_AHEAD_MIN_BYTES", 0)
     child = sent(plan)
     here = sent(plan_replay(list(log_items([path])), TOPICS, tick_every=7, seq_base=10**15))
     assert [{**m, "partition": None} if m["key"] is not None else m for m in child] == here
@@ -103,7 +109,10 @@ def test_the_partitioner_remembers_keys_within_a_bound() -> None:
     assert partition("em", None) is None and partition("other", b"k") is None
 
 
-def test_a_log_the_child_cannot_open_fails_in_the_parent_with_its_error(tmp_path: Path) -> None:
+def test_a_log_the_child_cannot_open_fails_in_the_parent_with_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader_module, "READ_AHEAD_MIN_BYTES", 0)
     plan = plan_replay(log_items([tmp_path]), TOPICS)  # a directory
     with pytest.raises(IsADirectoryError) as caught:
         run_replay(plan, TOPICS, ReplayOptions(), FakeSender(), say=lambda _: None)
@@ -139,6 +148,14 @@ def test_kafka_python_gets_a_compiled_crc32c_that_gives_the_same_checksums() -> 
     for size in (0, 1, 7, 64, 1000, 65_537):
         data = memoryview(rng.randbytes(size))
         assert default_records.calc_crc32c(data) == python_crc32c(data)
+
+
+def test_log_size_counts_gzipped_logs_by_their_usual_ratio(tmp_path: Path) -> None:
+    plain, gz = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    plain.write_bytes(b"x" * 100)
+    gz.write_bytes(b"y" * 10)
+    expected = 100 + 10 * reader_module.GZIP_RATIO
+    assert reader_module.log_bytes([plain, gz, tmp_path / "missing.jsonl"]) == expected
 
 
 def test_the_plans_epoch_is_the_engines() -> None:
