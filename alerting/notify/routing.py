@@ -159,7 +159,7 @@ def _shifts(raw: Any, teams: Mapping[str, str], default: str, source: str) -> tu
         if channel is None:
             raise RoutingError(f"{where}: no such team in [teams] (or use 'default')")
         if not isinstance(spec, dict) or set(spec) - {"times", "tz"} or "times" not in spec:
-            raise RoutingError(f"{where} must be {{times = [\"06:00\", ...], tz = \"America/Toronto\"}}")
+            raise RoutingError(f'{where} must be {{times = ["06:00", ...], tz = "America/Toronto"}}')
         tz = spec.get("tz", "America/Toronto")
         try:
             ZoneInfo(str(tz))
@@ -171,7 +171,7 @@ def _shifts(raw: Any, teams: Mapping[str, str], default: str, source: str) -> tu
 
 def _times(raw: Any, where: str) -> tuple[time, ...]:
     if not isinstance(raw, list) or not raw:
-        raise RoutingError(f"{where}.times must be a non-empty list of \"HH:MM\"")
+        raise RoutingError(f'{where}.times must be a non-empty list of "HH:MM"')
     out = []
     for value in raw:
         try:
