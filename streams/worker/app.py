@@ -622,16 +622,29 @@ def _heartbeat(app: faust.App, worker: Worker) -> None:
         processors = worker.partitions.all()
         held = sum(p.held() for p in processors)
         elapsed = time.monotonic() - stats.started
+        inputs, lag = _assigned_inputs(app, worker)
         log.info(
             "holdwatch: %d records (%.0f/s), %d alert events, %d dead letters, %d held for order, "
-            "%d partitions",
+            "%d partitions with records; %d input partitions assigned, %d records behind",
             stats.records,
             stats.records / elapsed if elapsed else 0.0,
             stats.alerts,
             stats.dead_letters,
             held,
             len(processors),
+            inputs,
+            lag,
         )
+
+
+def _assigned_inputs(app: faust.App, worker: Worker) -> tuple[int, int]:
+    """(input and control partitions assigned, records behind on them): a worker that has
+    partitions, records behind and no progress is stuck, one with none assigned is idle."""
+    try:
+        assigned = [tp for tp in app.consumer.assignment() if not tp.topic.endswith("-changelog")]
+    except Exception:  # noqa: BLE001 - before the consumer exists: nothing assigned yet
+        return 0, 0
+    return len(assigned), sum(_input_lag(app, worker).values())
 
 
 def _status_api(app: faust.App, worker: Worker, clock: ClockMode) -> None:

@@ -433,6 +433,19 @@ def wait_loaded(ns: Namespace, log_name: str, times: int, timeout_s: float = 90.
     )
 
 
+def group_progress(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, str]:
+    """`committed/end` per partition of `topics` for consumer `group`: after a stall, says whether
+    the records were never consumed (committed < end) or committed without their outputs.
+    (`committed()` asks the group's coordinator; the consumer never joins the group.)"""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = consumer.end_offsets(tps)
+        return {f"{tp.topic}[{tp.partition}]": f"{consumer.committed(tp)}/{ends[tp]}" for tp in tps}
+    finally:
+        consumer.close()
+
+
 def dead(*processes: tuple[str, subprocess.Popen[bytes]]) -> Callable[[], str | None]:
     """For `wait_settled(alive=...)`: the name of the first process that exited."""
 
@@ -569,6 +582,8 @@ def worker_killed_mid_replay(
                 dead_letters = dead_letter_verdict(letters.values, case.dead_letters)
             finally:
                 letters.close()
+            inputs = (ns.topics["emanifest"], ns.topics["rns"], ns.topics["carm"])
+            progress = group_progress(bootstrap, ns.app_id, inputs)
             return FaultResult(
                 fault="(a) worker + in-process notifier SIGKILLed mid-replay, restarted",
                 test="test_a_worker_and_its_notifier_killed_mid_replay",
@@ -578,7 +593,7 @@ def worker_killed_mid_replay(
                 recover_s=settled - killed_at,
                 topic=topic_verdict(tail.alerts(), case.alerts),
                 dead_letters=dead_letters,
-                evidence={"at kill": at_kill},
+                evidence={"at kill": at_kill, "worker group committed/end": progress},
                 log_tail=ns.log_tail(),
             )
         finally:

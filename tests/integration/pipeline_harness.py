@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,12 @@ from streams.backtest import run_backtest
 from streams.settings import Settings
 
 HOLDWATCH = [sys.executable, "-m", "streams.cli.main"]
+MILESTONE = re.compile(
+    r"Worker\]: (Starting|Ready)|Joined group|Setting newly assigned|Revoking|Recovery\]: "
+    r"(Resuming|Recovery complete|Worker ready)|rebalancing again|\[(WARNING|ERROR|CRITICAL)\]"
+    r"|loaded from the ledger|Signal received"
+)
+"""Log lines worth seeing when a test fails long after them."""
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -141,11 +148,17 @@ class Namespace:
         raise AssertionError("worker not ready:\n" + self.log_tail())
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(
-            f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-            for log in self.logs
-            if log.exists()
-        )
+        """Each log's last `lines`, after the milestones before them (starts, group joins,
+        assignments, recovery, warnings): a stuck worker's tail is only heartbeats."""
+        out = []
+        for log in self.logs:
+            if not log.exists():
+                continue
+            text = log.read_text(errors="replace").splitlines()
+            earlier = [line for line in text[:-lines] if MILESTONE.search(line)]
+            digest = [f"--- {log.name}: milestones before the tail", *earlier[-60:]] if earlier else []
+            out.append("\n".join([*digest, f"--- {log.name}", *text[-lines:]]))
+        return "\n".join(out)
 
     def read_topic(self, name: str) -> list[Any]:
         topic = self.topics[name]
