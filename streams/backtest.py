@@ -720,10 +720,11 @@ def run_backtest(
     """Run the engine over the logs, alert events to `out`; `jobs` > 1 splits the CCNs across
     that many processes for the same output (or redoes the run in one, see the module docstring)."""
     started = time.perf_counter()
+    run = _Run(logs, thresholds, topic_kinds, until, progress, progress_every_s)
     report: BacktestReport | None = None
     if jobs > 1:
         try:
-            report = _run_jobs(logs, out, thresholds, topic_kinds, until, jobs, progress, progress_every_s)
+            report = _run_jobs(run, out, jobs)
         except _NeedsOneProcess as exc:
             print(
                 f"backtest: {jobs} jobs cannot reproduce one process here ({exc}); running in one",
@@ -732,9 +733,24 @@ def run_backtest(
             )
     if report is None:
         with _few_collections():
-            report = _run_single(logs, out, thresholds, topic_kinds, until, progress, progress_every_s)
+            report = _run_single(run, out)
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one run is about, whether in one process or in several."""
+
+    logs: list[Path]
+    thresholds: Thresholds
+    kinds: dict[str, TopicKind]
+    until: datetime | None
+    progress: ProgressFn | None
+    progress_every_s: float
+
+    def ticker(self, started: float) -> Callable[[int], None] | None:
+        return _ticker(self.progress, self.progress_every_s, started)
 
 
 def _ticker(progress: ProgressFn | None, every_s: float, started: float) -> Callable[[int], None] | None:
@@ -752,24 +768,16 @@ def _ticker(progress: ProgressFn | None, every_s: float, started: float) -> Call
     return tick
 
 
-def _run_single(
-    logs: list[Path],
-    out: IO[str],
-    thresholds: Thresholds,
-    kinds: dict[str, TopicKind],
-    until: datetime | None,
-    progress: ProgressFn | None,
-    progress_every_s: float,
-) -> BacktestReport:
+def _run_single(run: _Run, out: IO[str]) -> BacktestReport:
     def write(index: int, keyed: list[tuple[str, AlertEvent]]) -> None:
         for _, alert in keyed:
             out.write(alert.model_dump_json(exclude_none=True))
             out.write("\n")
 
     started, cpu = time.perf_counter(), time.process_time()
-    job = _Job(thresholds, kinds, write, skipped=lambda text: print(text, file=sys.stderr))
-    job.read(logs, _ticker(progress, progress_every_s, started))
-    report = job.finish(until)
+    job = _Job(run.thresholds, run.kinds, write, skipped=lambda text: print(text, file=sys.stderr))
+    job.read(run.logs, run.ticker(started))
+    report = job.finish(run.until)
     report.jobs = [_job_stats(0, report, started, cpu)]
     return report
 
@@ -857,16 +865,7 @@ def _job_body(spec: _JobSpec, conn: Connection, lines_read: Any, started: float)
     return job
 
 
-def _run_jobs(
-    logs: list[Path],
-    out: IO[str],
-    thresholds: Thresholds,
-    kinds: dict[str, TopicKind],
-    until: datetime | None,
-    jobs: int,
-    progress: ProgressFn | None,
-    progress_every_s: float,
-) -> BacktestReport:
+def _run_jobs(run: _Run, out: IO[str], jobs: int) -> BacktestReport:
     context = _context()
     sys.stdout.flush()  # a forked child must not write the parent's buffered output again
     sys.stderr.flush()
@@ -876,7 +875,7 @@ def _run_jobs(
         processes, conns = [], []
         for k in range(jobs):
             parent_end, child_end = context.Pipe()
-            spec = _JobSpec(logs, thresholds, kinds, k, jobs, paths[k])
+            spec = _JobSpec(run.logs, run.thresholds, run.kinds, k, jobs, paths[k])
             process = context.Process(
                 target=_job_main, args=(spec, child_end, lines_read), name=f"backtest-job-{k}", daemon=True
             )
@@ -885,9 +884,9 @@ def _run_jobs(
             processes.append(process)
             conns.append(parent_end)
         try:
-            tick = _ticker(progress, progress_every_s, time.perf_counter())
+            tick = run.ticker(time.perf_counter())
             ended = _gather(conns, "lines", lambda: tick(min(lines_read)) if tick else None)
-            end = _global_end(ended, until)
+            end = _global_end(ended, run.until)
             for conn in conns:
                 conn.send(("finish", end))
             done = _gather(conns, "done", lambda: None)
