@@ -9,7 +9,15 @@ Then latency: records produced at a fixed rate (default 1000/s) with Kafka times
 measured from the record's Kafka timestamp to its alert event's broker timestamp
 (LogAppendTime on the alert topic: the moment the broker acknowledged it).
 
+Before/after (issue 15): `--base TREE` runs the worker of another tree (a git worktree) too, in
+the same run, and `--rounds N` repeats the faust and worker passes N times (the trees alternated
+in each round), so every ratio compares passes a few seconds apart on the same broker; the
+summary is the median of the rounds. `--profile DIR` adds one more worker pass per tree under
+py-spy (`pip install py-spy`): its raw stacks go to DIR and a summary (where the samples are, by
+package and by function) is printed. Profiled passes do not count in the figures.
+
     .venv/bin/python bench/bench_worker.py [--events 60000] [--rate 1000] [--seconds 20]
+        [--base /tmp/wk-base] [--rounds 3] [--profile /tmp/prof] [--no-aiokafka]
 """
 
 from __future__ import annotations
@@ -136,14 +144,23 @@ def _count_group(bootstrap: str, group: str, topics: list[str], total: int, time
     raise RuntimeError(f"group {group} did not finish in {timeout} s")
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        args, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        args, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
-def _spawn_worker(env: dict[str, str], tag: str, group: str, tmp: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`holdwatch worker` (wall clock, no notifier) on the `<tag>*` topics, as consumer group `group`."""
+def _spawn_worker(
+    env: dict[str, str],
+    tag: str,
+    group: str,
+    tmp: Path,
+    log: Path,
+    tree: Path = ROOT,
+    profile: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """`holdwatch worker` of `tree` (wall clock, no notifier) on the `<tag>*` topics, as consumer
+    group `group`; with `profile`, under `py-spy record` writing its raw stacks there."""
     names = {
         "emanifest": f"{tag}emanifest",
         "rns": f"{tag}rns",
@@ -151,7 +168,7 @@ def _spawn_worker(env: dict[str, str], tag: str, group: str, tmp: Path, log: Pat
         "alerts": f"{tag}alerts",
         "deadletter": f"{tag}deadletter",
     }
-    worker_env = {**env, "HOLDWATCH_APP_ID": group}
+    worker_env = {**env, "HOLDWATCH_APP_ID": group, "PYTHONPATH": str(tree)}
     worker_env.update({f"HOLDWATCH_TOPIC_{name.upper()}": topic for name, topic in names.items()})
     cmd = [
         sys.executable,
@@ -164,11 +181,23 @@ def _spawn_worker(env: dict[str, str], tag: str, group: str, tmp: Path, log: Pat
         "--data-dir",
         str(tmp / tag),
     ]
-    return _spawn(cmd, worker_env, log)
+    if profile is not None:
+        spy = Path(sys.executable).with_name("py-spy")
+        cmd = [str(spy), "record", "--nolineno", "-r", "100", "-f", "raw", "-o", str(profile), "--", *cmd]
+    return _spawn(cmd, worker_env, log, cwd=tree)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes], *, profiled: bool = False) -> None:
     if process.poll() is None:
+        if profiled:  # stop the worker only: py-spy then writes its file and exits
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+            for child in children:
+                os.kill(int(child), signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+                return
+            except subprocess.TimeoutExpired:
+                pass
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
@@ -213,6 +242,33 @@ faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 """
 
 
+def _throughput(
+    bootstrap: str, env: dict[str, str], tmp: Path, name: str, events: int, profile: Path | None = None
+) -> float:
+    """records/s of one pass on fresh topics holding `events` records. `name`: aiokafka, faust,
+    or worker:<tree>."""
+    tag = f"{name.split(':')[0]}-{uuid.uuid4().hex[:6]}-"
+    inputs = [f"{tag}emanifest", f"{tag}rns"]
+    _topics(bootstrap, [*inputs, f"{tag}carm", f"{tag}alerts", f"{tag}deadletter", f"{tag}out"])
+    _produce(bootstrap, tag, events)
+    group = f"{tag}group"
+    log = tmp / f"{tag}.log"
+    if name == "aiokafka":
+        cmd = [sys.executable, "-c", AIOKAFKA_PASSTHROUGH, bootstrap, group, ",".join(inputs), f"{tag}out"]
+        process = _spawn(cmd, env, log)
+    elif name == "faust":
+        cmd = [sys.executable, "-c", BARE_FAUST, bootstrap, group, ",".join(inputs), str(tmp / "faust")]
+        process = _spawn(cmd, {**env, "PYTHONPATH": str(ROOT)}, log)
+    else:
+        tree = Path(name.split(":", 1)[1])
+        process = _spawn_worker(env, tag, group, tmp, log, tree=tree, profile=profile)
+    try:
+        seconds = _count_group(bootstrap, group, inputs, events, timeout=900)
+    finally:
+        _stop(process, profiled=profile is not None)
+    return events / seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,73 +276,173 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s for the latency pass")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency pass")
+    parser.add_argument("--base", type=Path, help="also run the worker of this tree (a git worktree)")
+    parser.add_argument("--rounds", type=int, default=1, help="faust and worker passes, repeated")
+    parser.add_argument("--profile", type=Path, help="one more worker pass per tree under py-spy")
+    parser.add_argument("--no-aiokafka", action="store_true", help="skip the pass-through pass")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="holdwatch-bench-"))
     bootstrap, broker = _bootstrap(tmp)
     env = {**os.environ, "HOLDWATCH_KAFKA_BOOTSTRAP": bootstrap, "HOLDWATCH_METRICS_PORT": "0"}
-    results: dict[str, float] = {}
+    trees = {"after": ROOT, **({"before": args.base.resolve()} if args.base else {})}
+    rounds: list[dict[str, float]] = []
+    latencies: list[dict[str, dict[str, float]]] = []
     try:
-        for name in ("aiokafka", "faust", "worker"):
-            tag = f"{name}-{uuid.uuid4().hex[:6]}-"
-            inputs = [f"{tag}emanifest", f"{tag}rns"]
-            _topics(bootstrap, [*inputs, f"{tag}carm", f"{tag}alerts", f"{tag}deadletter", f"{tag}out"])
-            _produce(bootstrap, tag, args.events)
-            group = f"{tag}group"
-            log = tmp / f"{name}.log"
-            if name == "aiokafka":
-                cmd = [
-                    sys.executable,
-                    "-c",
-                    AIOKAFKA_PASSTHROUGH,
-                    bootstrap,
-                    group,
-                    ",".join(inputs),
-                    f"{tag}out",
-                ]
-                process = _spawn(cmd, env, log)
-            elif name == "faust":
-                cmd = [
-                    sys.executable,
-                    "-c",
-                    BARE_FAUST,
-                    bootstrap,
-                    group,
-                    ",".join(inputs),
-                    str(tmp / "faust"),
-                ]
-                process = _spawn(cmd, {**env, "PYTHONPATH": str(ROOT)}, log)
-            else:
-                process = _spawn_worker(env, tag, group, tmp, log)
-            try:
-                seconds = _count_group(bootstrap, group, inputs, args.events, timeout=900)
-            finally:
-                _stop(process)
-            results[name] = args.events / seconds
-            print(f"{name:<9} {results[name]:>10,.0f} records/s", file=sys.stderr, flush=True)
-        latency = _latency(bootstrap, env, tmp, args.rate, args.seconds)
+        if not args.no_aiokafka:
+            rate = _throughput(bootstrap, env, tmp, "aiokafka", args.events)
+            print(f"aiokafka  {rate:>10,.0f} records/s", file=sys.stderr, flush=True)
+        for r in range(args.rounds):
+            order = list(trees) if r % 2 == 0 else list(reversed(trees))
+            row = {"faust": _throughput(bootstrap, env, tmp, "faust", args.events)}
+            for label in order:
+                row[label] = _throughput(bootstrap, env, tmp, f"worker:{trees[label]}", args.events)
+            rounds.append(row)
+            print(
+                f"round {r + 1}: " + "  ".join(f"{k} {v:,.0f}/s" for k, v in row.items()),
+                file=sys.stderr,
+                flush=True,
+            )
+            lat: dict[str, dict[str, float]] = {}
+            for label in order:
+                lat[label] = _latency(bootstrap, env, tmp, args.rate, args.seconds, trees[label])
+                print(
+                    f"round {r + 1}: {label} p50 {lat[label]['p50'] * 1000:.1f} ms"
+                    f" p99 {lat[label]['p99'] * 1000:.1f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            latencies.append(lat)
+        profiles: dict[str, Path] = {}
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            for label, tree in trees.items():
+                profiles[label] = args.profile / f"worker-{label}.txt"
+                _throughput(bootstrap, env, tmp, f"worker:{tree}", args.events, profile=profiles[label])
     finally:
         if broker is not None:
             broker.stop()
-    print(f"\n{'pass':<10}{'records/s':>12}{'vs bare Faust':>15}")
-    for name, rate in results.items():
-        print(f"{name:<10}{rate:>12,.0f}{rate / results['faust']:>14.2f}x")
-    print(f"\nlatency, Kafka timestamp -> alert acknowledged by the broker, at {args.rate:g} records/s:")
-    print(
-        f"  alerts {latency['n']:,.0f}  p50 {latency['p50'] * 1000:,.1f} ms"
-        f"  p99 {latency['p99'] * 1000:,.1f} ms"
-    )
+    _report(args, list(trees), rounds, latencies)
+    for label, path in profiles.items():
+        print(f"\nprofile of the {label} worker ({path}):")
+        print(summarize_profile(path))
     return 0
 
 
-def _latency(bootstrap: str, env: dict[str, str], tmp: Path, rate: float, seconds: float) -> dict[str, float]:
+def _report(
+    args: argparse.Namespace,
+    labels: list[str],
+    rounds: list[dict[str, float]],
+    latencies: list[dict[str, dict[str, float]]],
+) -> None:
+    print(f"\n{args.events:,} records per pass, {len(rounds)} rounds; records/s (x bare Faust of the round)")
+    print(f"{'round':<7}{'faust':>10}" + "".join(f"{label:>22}" for label in labels))
+    for r, row in enumerate(rounds, 1):
+        cells = "".join(f"{row[label]:>13,.0f} ({row[label] / row['faust']:.2f}x)" for label in labels)
+        print(f"{r:<7}{row['faust']:>10,.0f}{cells}")
+    median = statistics.median
+    for label in labels:
+        ratio = median(row[label] / row["faust"] for row in rounds)
+        print(f"{label}: median {ratio:.2f}x bare Faust")
+    if "before" in labels:
+        speedup = median(row["after"] / row["before"] for row in rounds)
+        print(f"after / before: median {speedup:.2f}x")
+    print(f"\nlatency, Kafka timestamp -> alert acknowledged by the broker, at {args.rate:g} records/s:")
+    for label in labels:
+        each = ", ".join(f"{lat[label]['p99'] * 1000:.1f}" for lat in latencies)
+        p50 = median(lat[label]["p50"] for lat in latencies) * 1000
+        p99 = median(lat[label]["p99"] for lat in latencies) * 1000
+        alerts = latencies[0][label]["n"] if latencies else 0
+        print(
+            f"  {label}: alerts {alerts:,.0f}/round  p50 {p50:.1f} ms  p99 {p99:.1f} ms"
+            f" (median; rounds: {each})"
+        )
+
+
+PACKAGES = (
+    ("holdwatch: engine", ("alerting/",)),
+    ("holdwatch: schemas (decode, envelope)", ("schemas/",)),
+    ("holdwatch: worker shell", ("streams/",)),
+    ("faust", ("faust/",)),
+    ("mode", ("mode/",)),
+    ("aiokafka", ("aiokafka/",)),
+    ("prometheus_client", ("prometheus_client/",)),
+    ("pydantic", ("pydantic",)),
+    ("asyncio", ("asyncio/",)),
+)
+
+
+def _frames(line: str) -> tuple[list[str], int]:
+    stack, _, count = line.rpartition(" ")
+    return stack.split(";"), int(count)
+
+
+def summarize_profile(path: Path, top: int = 15) -> str:
+    """Where a py-spy raw profile's samples are: self time by package (the innermost frame's file),
+    the top functions by self time, and the share of time under a few functions of interest.
+    Start-up (imports) is left out."""
+    own: dict[str, int] = {}
+    by_package: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        frames, count = _frames(line)
+        if any("_find_and_load" in f for f in frames):
+            continue
+        total += count
+        leaf = frames[-1]
+        own[leaf] = own.get(leaf, 0) + count
+        where = next((label for label, keys in PACKAGES if any(k in leaf for k in keys)), "other")
+        by_package[where] = by_package.get(where, 0) + count
+        for name in {f.split(" (")[0] for f in frames}:
+            inclusive[name] = inclusive.get(name, 0) + count
+    if not total:
+        return "  (no samples)"
+    out = [f"  {total:,} samples (100 per s, start-up left out); self time by package:"]
+    for label, n in sorted(by_package.items(), key=lambda kv: -kv[1]):
+        out.append(f"    {n / total:6.1%}  {label}")
+    out.append("  top functions, self time:")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"    {n / total:6.1%}  {frame}")
+    out.append("  under (inclusive):")
+    for name in INTEREST:
+        if name in inclusive:
+            out.append(f"    {inclusive[name] / total:6.1%}  {name}")
+    return "\n".join(out)
+
+
+INTEREST = (
+    "process_shipments",
+    "_record_of",
+    "apply",
+    "decode",
+    "ingest",
+    "emit",
+    "emit_batch",
+    "send",
+    "settle",
+    "confirm",
+    "flush",
+    "seen",
+    "_observe",
+    "observe",
+    "gauges",
+    "_py_run_maybe_in_executor",
+)
+
+
+def _latency(
+    bootstrap: str, env: dict[str, str], tmp: Path, rate: float, seconds: float, tree: Path = ROOT
+) -> dict[str, float]:
     from kafka import KafkaConsumer, TopicPartition
 
     tag = f"lat-{uuid.uuid4().hex[:6]}-"
     inputs = [f"{tag}emanifest", f"{tag}rns"]
     _topics(bootstrap, [*inputs, f"{tag}carm", f"{tag}deadletter"])
     _topics(bootstrap, [f"{tag}alerts"], config={"message.timestamp.type": "LogAppendTime"})
-    log = tmp / "latency-worker.log"
-    process = _spawn_worker(env, tag, f"{tag}group", tmp, log)
+    log = tmp / f"{tag}worker.log"
+    process = _spawn_worker(env, tag, f"{tag}group", tmp, log, tree=tree)
     try:
         deadline = time.monotonic() + 120
         while b"Worker]: Ready" not in log.read_bytes():
